@@ -1,0 +1,427 @@
+"""data.py -- captioned shapes with known defects, and the .pt format every stage reads.
+
+Reads:   nothing (generated set), or DIR/captions.jsonl + images (--from-folder), or a local CIFAR-10 (--from-cifar10)
+Writes:  OUT/train.pt, OUT/val.pt, OUT/test.pt (and OUT/preview.png with --preview)
+Run:     python data.py --out data/shapes [--n-train 8000 --size 32 --seed 0 --defects default --preview]
+
+Why generated data: the claim we reproduce ("a well-chosen half of the data beats all of it") is only visible where
+some samples hurt training, and only *checkable* where we know which ones. Every training row carries a `defect`
+label (0 = clean), so later stages can report how their ranking treats each kind of defect.
+
+A clean image holds one or two objects (4 shapes x 6 colours x 2 sizes) in distinct cells of a 3x3 grid, captioned
+from a template: "a small red circle at the top left and a large blue square at the bottom right". The defects:
+  misaligned  the caption of another image (the image itself is clean)
+  noise       the image swamped by uniform noise (30% image, 70% noise)
+  blur        down-sampled 4x and up-sampled again
+  watermark   a bright stamp blended over the bottom-right corner
+  duplicate   exact copies of a few trivially simple images ("a red circle") -- plain, easy, uninformative
+
+This file is the bottom of the pipeline: it also holds the few helpers every stage shares (the loader with its
+validation, the atomic writer, the one-line error, the device choice) so that none of them is written twice.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+FORMAT_VERSION = 1
+SIZES = (16, 32, 64)
+SHAPES = ["circle", "square", "triangle", "diamond"]
+COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240),
+           "yellow": (235, 220, 40), "magenta": (215, 50, 215), "cyan": (40, 215, 215)}
+SCALES = {"small": 0.26, "large": 0.44}  # object radius as a fraction of the cell width
+CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
+BACKGROUND = (24, 24, 32)
+SPECIALS = ["<pad>", "<unk>", "<null>"]  # <pad> = 0; "<null>" alone is the caption dropped for guidance
+MAX_TOKENS = 20  # longest template caption is 17 words
+DEFECT_NAMES = ["clean", "misaligned", "noise", "blur", "watermark", "duplicate"]
+# Defect mixes: fraction of training rows per defect. "default" is about 40% defective; the noise and the misaligned
+# captions are what make the full set measurably worse than its clean part (README, "What the defects cost").
+DEFECT_MIXES = {
+    "default": {"misaligned": 0.15, "noise": 0.08, "blur": 0.07, "watermark": 0.05, "duplicate": 0.05},
+    "none": {},
+    "heavy": {"misaligned": 0.25, "noise": 0.15, "blur": 0.10, "watermark": 0.05, "duplicate": 0.05},
+}
+REQUIRED = {"images": torch.uint8, "tokens": torch.int64, "defect": torch.int64}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared helpers: one-line errors, atomic writes, device choice
+
+class DataError(ValueError):
+    """A bad input file or flag; scripts print it as one line and exit with code 2."""
+
+
+def fail(msg):
+    """Print one clear line and exit 2 (bad input never gets a traceback)."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then os.replace: a killed run never leaves half a file."""
+    path = str(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    if path.endswith(".npy"):
+        with open(tmp, "wb") as f:
+            np.save(f, obj)
+    elif path.endswith((".json", ".csv", ".md")):
+        with open(tmp, "w") as f:
+            f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    elif path.endswith(".png"):
+        obj.save(tmp, format="PNG")
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def pick_device(name):
+    """--device auto|cpu|cuda: auto picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def load_pt(path, what="file"):
+    """torch.load with weights_only=True (files are data, never code), turning every failure into a DataError."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such {what}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holds code
+        raise DataError(f"{path}: not a readable .pt {what} ({type(e).__name__}); re-create it") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict in this {what}, found {type(obj).__name__}")
+    return obj
+
+
+def load_dataset(path, split="train"):
+    """Load and validate one split: `path` is a data folder (reads path/<split>.pt) or a .pt file itself."""
+    file = os.path.join(path, f"{split}.pt") if os.path.isdir(path) else path
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such data folder; make one with `python data.py --out {path}`")
+    d = load_pt(file, "dataset")
+    missing = [k for k in ["images", "tokens", "captions", "vocab", "defect", "defect_names", "meta"] if k not in d]
+    if missing:
+        raise DataError(f"{file}: not a dataset, missing keys {missing}; re-create it with data.py")
+    for k, dtype in REQUIRED.items():
+        if not torch.is_tensor(d[k]) or d[k].dtype != dtype:
+            raise DataError(f"{file}: '{k}' must be a {dtype} tensor; re-create it with data.py")
+    n = len(d["images"])
+    if d["images"].ndim != 4 or d["images"].shape[1] != 3 or d["images"].shape[2] != d["images"].shape[3]:
+        raise DataError(f"{file}: 'images' must be [N,3,H,H], found {list(d['images'].shape)}")
+    if d["tokens"].ndim != 2 or len(d["tokens"]) != n or len(d["defect"]) != n or len(d["captions"]) != n:
+        raise DataError(f"{file}: images, tokens, captions and defect must have one row per sample ({n})")
+    if n == 0:
+        raise DataError(f"{file}: the dataset is empty")
+    if d["tokens"].min() < 0 or d["tokens"].max() >= len(d["vocab"]):
+        raise DataError(f"{file}: tokens outside the vocabulary of {len(d['vocab'])} words")
+    if d["vocab"][:3] != SPECIALS:
+        raise DataError(f"{file}: vocabulary must start with {SPECIALS}")
+    return d
+
+
+def to_float(images):
+    """uint8 [N,3,H,W] in 0..255 -> float [N,3,H,W] in [-1, 1], the range the diffusion models work in."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def null_tokens(n, length):
+    """The null caption (a lone <null> token) for classifier-free guidance: int64 [n, length]."""
+    t = torch.zeros(n, length, dtype=torch.int64)
+    t[:, 0] = SPECIALS.index("<null>")
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Captions and the vocabulary
+
+def words(caption):
+    return caption.lower().replace(",", " ").replace(".", " ").split()
+
+
+def tokenize(captions, vocab, length):
+    """Captions -> int64 [N, length], 0-padded; unknown words become <unk>, long captions are cut."""
+    index = {w: i for i, w in enumerate(vocab)}
+    out = torch.zeros(len(captions), length, dtype=torch.int64)
+    for r, c in enumerate(captions):
+        ids = [index.get(w, 1) for w in words(c)][:length] or [1]
+        out[r, :len(ids)] = torch.tensor(ids)
+    return out
+
+
+def shapes_vocab():
+    """A fixed vocabulary for the shapes set, so that it does not depend on which scenes were drawn."""
+    template = "a at the and".split() + list(SCALES) + list(COLOURS) + SHAPES + sorted({w for c in CELLS for w in c.split()})
+    return SPECIALS + sorted(set(template))
+
+
+def describe(obj):
+    shape, colour, scale, cell = obj
+    return f"a {list(SCALES)[scale]} {list(COLOURS)[colour]} {SHAPES[shape]} at the {CELLS[cell]}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Drawing: each object is drawn 4x larger and box-filtered down, so that 16x16 shapes stay recognisable
+
+def draw(objects, size, supersample=4):
+    """objects: list of (shape, colour, scale, cell) ints -> uint8 array [3, size, size]."""
+    S = size * supersample
+    img = Image.new("RGB", (S, S), BACKGROUND)
+    pen = ImageDraw.Draw(img)
+    cell_w = S / 3
+    for shape, colour, scale, cell in objects:
+        cx, cy = (cell % 3 + 0.5) * cell_w, (cell // 3 + 0.5) * cell_w
+        r = list(SCALES.values())[scale] * cell_w
+        fill = list(COLOURS.values())[colour]
+        name = SHAPES[shape]
+        if name == "circle":
+            pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif name == "square":
+            pen.rectangle([cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=fill)
+        elif name == "triangle":
+            pen.polygon([(cx, cy - r), (cx + r, cy + 0.85 * r), (cx - r, cy + 0.85 * r)], fill=fill)
+        else:  # diamond
+            pen.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    img = img.resize((size, size), Image.BOX)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def random_scene(rng):
+    """One or two objects in distinct cells: list of (shape, colour, scale, cell)."""
+    n = rng.integers(1, 3)
+    cells = rng.choice(9, size=n, replace=False)
+    return [(int(rng.integers(4)), int(rng.integers(6)), int(rng.integers(2)), int(c)) for c in cells]
+
+
+def generate(n, size, rng, mix):
+    """n rows: images uint8 [n,3,H,W], captions, defect [n], objects int64 [n,2,4] (-1 = no second object)."""
+    scenes = [random_scene(rng) for _ in range(n)]
+    images = np.stack([draw(s, size) for s in scenes])
+    captions = [" and ".join(describe(o) for o in s) for s in scenes]
+    objects = np.full((n, 2, 4), -1, dtype=np.int64)
+    for i, s in enumerate(scenes):
+        objects[i, :len(s)] = s
+    defect = np.zeros(n, dtype=np.int64)
+    # Assign each defect to a disjoint random set of rows, in the order of DEFECT_NAMES.
+    order = rng.permutation(n)
+    start = 0
+    for name in DEFECT_NAMES[1:]:
+        k = int(round(mix.get(name, 0.0) * n))
+        defect[order[start:start + k]] = DEFECT_NAMES.index(name)
+        start += k
+    rows = {name: np.flatnonzero(defect == DEFECT_NAMES.index(name)) for name in DEFECT_NAMES[1:]}
+    # misaligned: rotate captions among the chosen rows (after a shuffle), so no row keeps its own caption
+    r = rows["misaligned"]
+    if len(r) > 1:
+        src = np.roll(r, 1)
+        captions_src = [captions[j] for j in src]
+        for i, c in zip(r, captions_src):
+            captions[i] = c
+    # noise: 30% image, 70% uniform noise
+    r = rows["noise"]
+    noise = rng.integers(0, 256, size=(len(r), 3, size, size))
+    images[r] = (0.3 * images[r] + 0.7 * noise).round().astype(np.uint8)
+    # blur: down-sample 4x (box) and up-sample (bilinear)
+    for i in rows["blur"]:
+        small = Image.fromarray(images[i].transpose(1, 2, 0)).resize((size // 4, size // 4), Image.BOX)
+        images[i] = np.asarray(small.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+    # watermark: a bright framed stamp with a diagonal, blended at 70% over the bottom-right corner
+    stamp = Image.new("L", (size, size), 0)
+    w = size // 3
+    ImageDraw.Draw(stamp).rectangle([size - w, size - w, size - 1, size - 1], outline=255, width=max(1, size // 16))
+    ImageDraw.Draw(stamp).line([size - w, size - 1, size - 1, size - w], fill=255, width=max(1, size // 16))
+    alpha = 0.7 * np.asarray(stamp, dtype=np.float64)[None] / 255.0
+    for i in rows["watermark"]:
+        images[i] = ((1 - alpha) * images[i] + alpha * 250).round().astype(np.uint8)
+    # duplicate: exact copies of five trivially simple images, a large object in the centre, "a red circle"
+    plain = [(0, 0), (1, 2), (0, 3), (1, 5), (3, 1)]  # (shape, colour)
+    for i in rows["duplicate"]:
+        shape, colour = plain[int(rng.integers(len(plain)))]
+        objects[i] = -1
+        objects[i, 0] = (shape, colour, 1, 4)
+        images[i] = draw([(shape, colour, 1, 4)], size)
+        captions[i] = f"a {list(COLOURS)[colour]} {SHAPES[shape]}"
+    return torch.from_numpy(images), captions, torch.from_numpy(defect), torch.from_numpy(objects)
+
+
+def make_split(n, size, rng, mix, meta):
+    images, captions, defect, objects = generate(n, size, rng, mix)
+    vocab = shapes_vocab()
+    return {"images": images, "tokens": tokenize(captions, vocab, MAX_TOKENS), "captions": captions, "vocab": vocab,
+            "defect": defect, "defect_names": DEFECT_NAMES, "objects": objects,
+            "label_names": {"shape": SHAPES, "colour": list(COLOURS), "size": list(SCALES), "cell": CELLS},
+            "meta": meta}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Importers for real images: a folder with captions.jsonl, and a local CIFAR-10
+
+def square(img, size):
+    """Resize the short side to `size` and centre-crop: PIL image -> uint8 [3, size, size]."""
+    img = img.convert("RGB")
+    w, h = img.size
+    s = size / min(w, h)
+    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def read_folder(folder, size):
+    """DIR/captions.jsonl, one {"image": "rel/path.png", "caption": "...", "defect": 0?} per line."""
+    index = os.path.join(folder, "captions.jsonl")
+    if not os.path.isfile(index):
+        raise DataError(f"{index}: not found; --from-folder needs DIR/captions.jsonl")
+    images, captions, defect = [], [], []
+    with open(index) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rel, caption = row["image"], str(row["caption"])
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"{index}:{lineno}: expected {{\"image\": ..., \"caption\": ...}}") from None
+            path = os.path.join(folder, rel)
+            try:
+                with Image.open(path) as img:
+                    images.append(square(img, size))
+            except OSError:
+                raise DataError(f"{index}:{lineno}: cannot read image {path}") from None
+            captions.append(caption)
+            defect.append(int(row.get("defect", 0)))
+    if len(images) < 3:
+        raise DataError(f"{index}: needs at least 3 images (train, val and test), found {len(images)}")
+    return np.stack(images), captions, np.array(defect, dtype=np.int64)
+
+
+def read_cifar10(root, size):
+    """A local torchvision CIFAR-10 folder (cifar-10-batches-py); nothing is downloaded."""
+    import pickle
+    base = os.path.join(root, "cifar-10-batches-py")
+    if not os.path.isdir(base):
+        raise DataError(f"{root}: no cifar-10-batches-py folder inside; point --from-cifar10 at its parent")
+    try:
+        with open(os.path.join(base, "batches.meta"), "rb") as f:
+            names = [n.decode() if isinstance(n, bytes) else n for n in pickle.load(f, encoding="bytes")[b"label_names"]]
+        xs, ys = [], []
+        for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            p = os.path.join(base, b)
+            if os.path.exists(p):
+                with open(p, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys += list(d[b"labels"])
+    except (OSError, KeyError, pickle.UnpicklingError, ValueError) as e:
+        raise DataError(f"{base}: not a readable CIFAR-10 folder ({type(e).__name__})") from None
+    if not xs:
+        raise DataError(f"{base}: no data_batch_* or test_batch files")
+    x = np.concatenate(xs)
+    if size != 32:
+        x = np.stack([np.asarray(Image.fromarray(a.transpose(1, 2, 0)).resize((size, size), Image.BICUBIC)).transpose(2, 0, 1) for a in x])
+    return x, [f"a photo of a {names[y]}" for y in ys], np.zeros(len(ys), dtype=np.int64)
+
+
+def split_real(images, captions, defect, rng, meta, n_val, n_test):
+    """Shuffle once, then split off val and test (which are marked clean by construction: never selected from)."""
+    n = len(images)
+    n_val = min(n_val, max(1, n // 10))
+    n_test = min(n_test, max(1, n // 10))
+    order = rng.permutation(n)
+    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": np.sort(order[n_val + n_test:])}
+    vocab = SPECIALS + sorted({w for c in captions for w in words(c)} - set(SPECIALS))
+    length = max(1, min(32, max(len(words(c)) for c in captions)))
+    out = {}
+    for name, rows in parts.items():
+        caps = [captions[i] for i in rows]
+        out[name] = {"images": torch.from_numpy(images[rows]), "tokens": tokenize(caps, vocab, length),
+                     "captions": caps, "vocab": vocab, "defect": torch.from_numpy(defect[rows]),
+                     "defect_names": DEFECT_NAMES if defect.max() < len(DEFECT_NAMES) else
+                     [str(i) for i in range(int(defect.max()) + 1)], "meta": dict(meta, split=name)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preview: a grid of samples with their captions and defect labels
+
+def preview(d, path, n=24, cols=4, scale=4):
+    size = d["images"].shape[-1] * scale
+    cell_w, text_h = max(size, 280), 30
+    rows = (n + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * (cell_w + 8), rows * (size + text_h + 8)), (255, 255, 255))
+    pen = ImageDraw.Draw(canvas)
+    # show every defect type: take rows of each label in turn
+    by_type = [np.flatnonzero(d["defect"].numpy() == k) for k in range(len(d["defect_names"]))]
+    picks = [r[j] for j in range(n) for r in by_type if j < len(r)][:n]
+    for slot, i in enumerate(picks):
+        x, y = (slot % cols) * (cell_w + 8), (slot // cols) * (size + text_h + 8)
+        img = Image.fromarray(d["images"][i].permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST)
+        canvas.paste(img, (x, y))
+        cap = d["captions"][i]
+        label = d["defect_names"][int(d["defect"][i])]
+        pen.text((x, y + size + 1), f"[{label}] {cap[:44]}", fill=(0, 0, 0) if label == "clean" else (200, 0, 0))
+        if len(cap) > 44:
+            pen.text((x, y + size + 13), cap[44:88], fill=(0, 0, 0))
+    atomic_save(canvas, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Make a dataset in the .pt format all stages read (train/val/test).")
+    p.add_argument("--out", required=True, help="output folder, e.g. data/shapes")
+    p.add_argument("--n-train", type=int, default=8000, help="training rows (generated set)")
+    p.add_argument("--n-val", type=int, default=1000, help="clean validation rows (the meta-gradient's outer loss)")
+    p.add_argument("--n-test", type=int, default=1000, help="clean test rows (evaluation prompts and references)")
+    p.add_argument("--size", type=int, default=32, help=f"image side in pixels, one of {SIZES}")
+    p.add_argument("--seed", type=int, default=0, help="generator seed; train, val and test use disjoint streams")
+    p.add_argument("--defects", default="default", help=f"defect mix of the training split: {list(DEFECT_MIXES)}")
+    p.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
+    p.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
+    p.add_argument("--preview", action="store_true", help="also write OUT/preview.png: samples, captions, defects")
+    a = p.parse_args(argv)
+    if a.size not in SIZES:
+        fail(f"--size {a.size} is not supported; use one of {SIZES}")
+    if a.defects not in DEFECT_MIXES:
+        fail(f"--defects {a.defects!r} is unknown; use one of {list(DEFECT_MIXES)}")
+    if min(a.n_train, a.n_val, a.n_test) < 1:
+        fail("--n-train, --n-val and --n-test must be at least 1")
+    # Three disjoint random streams from one seed: train, val, test never share a scene by construction.
+    rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
+    meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
+    try:
+        if a.from_folder or a.from_cifar10:
+            src = a.from_folder or a.from_cifar10
+            images, captions, defect = (read_folder if a.from_folder else read_cifar10)(src, a.size)
+            meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10")
+            splits = split_real(images, captions, defect, rng_train, meta, a.n_val, a.n_test)
+        else:
+            meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects])
+            splits = {"train": make_split(a.n_train, a.size, rng_train, DEFECT_MIXES[a.defects], dict(meta, split="train")),
+                      "val": make_split(a.n_val, a.size, rng_val, {}, dict(meta, split="val")),
+                      "test": make_split(a.n_test, a.size, rng_test, {}, dict(meta, split="test"))}
+    except DataError as e:
+        fail(str(e))
+    for name, d in splits.items():
+        atomic_save(d, os.path.join(a.out, f"{name}.pt"))
+    train = splits["train"]
+    counts = ", ".join(f"{name} {int((train['defect'] == k).sum())}" for k, name in enumerate(train["defect_names"])
+                       if (train["defect"] == k).any())
+    print(f"train: {len(train['images'])} rows ({counts}); val: {len(splits['val']['images'])}; "
+          f"test: {len(splits['test']['images'])}; images {a.size}x{a.size}; vocabulary {len(train['vocab'])} words")
+    if a.preview:
+        preview(train, os.path.join(a.out, "preview.png"))
+        print(f"wrote {os.path.join(a.out, 'preview.png')}")
+    print(f"wrote {a.out}/train.pt, val.pt, test.pt")
+
+
+if __name__ == "__main__":
+    main()
