@@ -106,6 +106,8 @@ def load_dataset(path, split="train"):
     """Load and validate one split: `path` is a data folder (reads path/<split>.pt) or a .pt file itself."""
     file = os.path.join(path, f"{split}.pt") if os.path.isdir(path) else path
     if not os.path.exists(path):
+        if path.endswith(".pt"):
+            raise DataError(f"{path}: no such dataset file")
         raise DataError(f"{path}: no such data folder; make one with `python data.py --out {path}`")
     d = load_pt(file, "dataset")
     missing = [k for k in ["images", "tokens", "captions", "vocab", "defect", "defect_names", "meta"] if k not in d]
@@ -218,13 +220,14 @@ def generate(n, size, rng, mix):
         defect[order[start:start + k]] = DEFECT_NAMES.index(name)
         start += k
     rows = {name: np.flatnonzero(defect == DEFECT_NAMES.index(name)) for name in DEFECT_NAMES[1:]}
-    # misaligned: rotate captions among the chosen rows (after a shuffle), so no row keeps its own caption
-    r = rows["misaligned"]
-    if len(r) > 1:
-        src = np.roll(r, 1)
-        captions_src = [captions[j] for j in src]
-        for i, c in zip(r, captions_src):
-            captions[i] = c
+    # misaligned: shuffle the chosen rows and pass each one's caption to the next; a row that would still get its
+    # own caption (a lone misaligned row, or two identical scenes) gets a fresh random scene's caption instead
+    r = rng.permutation(rows["misaligned"])
+    own = [captions[i] for i in r]
+    for i, c in zip(r, own[-1:] + own[:-1]):
+        while c == captions[i]:
+            c = " and ".join(describe(o) for o in random_scene(rng))
+        captions[i] = c
     # noise: 30% image, 70% uniform noise
     r = rows["noise"]
     noise = rng.integers(0, 256, size=(len(r), 3, size, size))
@@ -297,7 +300,11 @@ def read_folder(folder, size):
             except OSError:
                 raise DataError(f"{index}:{lineno}: cannot read image {path}") from None
             captions.append(caption)
-            defect.append(int(row.get("defect", 0)))
+            try:
+                defect.append(int(row.get("defect", 0)))
+                assert defect[-1] >= 0
+            except (ValueError, TypeError, AssertionError):
+                raise DataError(f"{index}:{lineno}: \"defect\" must be a non-negative integer") from None
     if len(images) < 3:
         raise DataError(f"{index}: needs at least 3 images (train, val and test), found {len(images)}")
     return np.stack(images), captions, np.array(defect, dtype=np.int64)
@@ -324,6 +331,8 @@ def read_cifar10(root, size):
         raise DataError(f"{base}: not a readable CIFAR-10 folder ({type(e).__name__})") from None
     if not xs:
         raise DataError(f"{base}: no data_batch_* or test_batch files")
+    if min(ys) < 0 or max(ys) >= len(names):
+        raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
     x = np.concatenate(xs)
     if size != 32:
         x = np.stack([np.asarray(Image.fromarray(a.transpose(1, 2, 0)).resize((size, size), Image.BICUBIC)).transpose(2, 0, 1) for a in x])
@@ -331,12 +340,16 @@ def read_cifar10(root, size):
 
 
 def split_real(images, captions, defect, rng, meta, n_val, n_test):
-    """Shuffle once, then split off val and test (which are marked clean by construction: never selected from)."""
+    """Shuffle once, then split off val and test from the rows not marked defective (both must be clean)."""
     n = len(images)
     n_val = min(n_val, max(1, n // 10))
     n_test = min(n_test, max(1, n // 10))
     order = rng.permutation(n)
-    parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": np.sort(order[n_val + n_test:])}
+    clean = order[defect[order] == 0]
+    if len(clean) < n_val + n_test:
+        raise DataError(f"only {len(clean)} rows are not marked defective; val and test need {n_val + n_test} clean rows")
+    held = clean[:n_val + n_test]
+    parts = {"val": held[:n_val], "test": held[n_val:], "train": np.setdiff1d(order, held)}
     vocab = SPECIALS + sorted({w for c in captions for w in words(c)} - set(SPECIALS))
     length = max(1, min(32, max(len(words(c)) for c in captions)))
     out = {}

@@ -1,0 +1,17 @@
+"""Shared fixtures: one small generated dataset per test session, for every test file that needs data."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # so `import data` works from anywhere
+
+import data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """A 16x16 shapes set (400 train with the default defect mix, 40 val, 40 test, seed 0); returns the folder."""
+    d = str(tmp_path_factory.mktemp("tiny_shapes"))
+    data.main(["--out", d, "--size", "16", "--n-train", "400", "--n-val", "40", "--n-test", "40"])
+    return d

@@ -1,0 +1,184 @@
+"""Properties of the rater (instance and group heads, Eq. 7/8), its trunk features, the AUROC and the scoring CLI."""
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import proxy
+import rater
+
+TRUNK = dict(image_size=16, patch=4, width=16, depth=1, heads=2, text_depth=1, max_tokens=20)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine extra threads only wait: use one, then restore."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_trunk(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = proxy.DiT(**{**TRUNK, "vocab_size": len(data.shapes_vocab()), **kw})
+    for p in model.parameters():  # adaLN-Zero starts as the identity with a zero output: give every path a signal
+        p.data.add_(0.05 * torch.randn_like(p))
+    return model.eval().requires_grad_(False)
+
+
+def tiny_rater(in_dim=12, width=8, seed=0, **kw):
+    torch.manual_seed(seed)
+    return rater.Rater(in_dim, width=width, **kw)
+
+
+def feats(n, d=12, seed=1):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The heads
+
+def test_permuting_a_batch_permutes_W_and_leaves_W_batch_unchanged():
+    r, f = tiny_rater(), feats(16)
+    W, z, W_batch = r(f)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    W_p, z_p, W_batch_p = r(f[perm])
+    assert torch.allclose(W_p, W[perm], atol=1e-6) and torch.allclose(z_p, z[perm], atol=1e-6)
+    assert torch.allclose(W_batch_p, W_batch, atol=1e-6)
+
+
+def test_the_group_head_sees_the_batch_swapping_half_of_it_changes_W_batch():
+    r, f, other = tiny_rater(), feats(16), feats(16, seed=2) * 3 + 1
+    _, z, W_batch = r(f)
+    _, z_mixed, W_batch_mixed = r(torch.cat([f[:8], other[8:]]))
+    assert abs(W_batch.item() - W_batch_mixed.item()) > 1e-4
+    assert torch.allclose(z[:8], z_mixed[:8], atol=1e-6)  # the instance logit of a kept row does not move
+
+
+def test_weights_sum_to_W_batch_and_the_temperature_bounds_their_ratio():
+    for tau in [1.0, 0.2]:
+        r = tiny_rater(temperature=tau)
+        for p in r.instance.parameters():  # large logits: saturated sigmoids, the extreme case
+            p.data.mul_(50)
+        W, z, W_batch = r(feats(32))
+        assert torch.allclose(W.sum(), W_batch, atol=1e-6) and 0 < W_batch.item() < 1
+        assert W.max() / W.min() <= np.exp(1 / tau) * (1 + 1e-5)  # sigmoid in (0, 1): ratio <= e^(1/tau)
+
+
+def test_without_the_group_head_W_batch_is_one_and_W_is_the_instance_softmax():
+    r, f = tiny_rater(use_group=False, temperature=0.5), feats(10)
+    W, z, W_batch = r(f)
+    assert W_batch.item() == 1.0
+    assert torch.allclose(W, torch.softmax(torch.sigmoid(z) / 0.5, dim=0), atol=1e-7)
+    assert torch.equal(rater.score_rows(r, f), z)  # the score is the instance logit alone
+
+
+def test_standardisation_buffers_are_saved_with_the_rater_and_give_zero_mean_unit_std():
+    r, raw = tiny_rater(), feats(100) * 5 + 3
+    r.fit_standardisation(raw)
+    f = r.standardise(raw)
+    assert torch.allclose(f.mean(0), torch.zeros(12), atol=1e-5) and torch.allclose(f.std(0), torch.ones(12), atol=1e-5)
+    assert {"feat_mean", "feat_std"} <= set(r.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trunk's view of a sample
+
+def test_trunk_features_are_per_row_log_losses_and_pooled_state_and_leave_no_hook(tiny_shapes):
+    d = data.load_dataset(tiny_shapes)
+    trunk, draws = tiny_trunk(), proxy.fixed_draws(2, (3, 16, 16), seed=5)
+    x0, tok = data.to_float(d["images"][:6]), d["tokens"][:6]
+    h = rater.trunk_features(trunk, x0, tok, draws)
+    assert h.shape == (6, 2 * 2 + 16) and torch.isfinite(h).all()
+    assert torch.allclose(rater.trunk_features(trunk, x0[2:4], tok[2:4], draws), h[2:4], atol=1e-5)  # batch-free
+    # the first K columns are the log losses with the caption at each draw
+    t, noise = draws
+    loss1 = proxy.rf_loss(trunk, x0, tok, t[1].expand(6), noise[1].expand_as(x0))
+    assert torch.allclose(h[:, 1], loss1.log(), atol=1e-5)
+    assert len(trunk.blocks[-1]._forward_hooks) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# AUROC
+
+def test_auroc_matches_a_brute_force_pairwise_count_with_ties_counting_half():
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        s = rng.integers(0, 6, size=40).astype(np.float64)  # many ties
+        lab = rng.integers(0, 3, size=40)
+        pos, neg = lab == 0, lab == 1
+        pairs = [(a, b) for a, b in itertools.product(s[pos], s[neg])]
+        brute = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
+        assert abs(rater.auroc(s, pos, neg) - brute) < 1e-12
+    assert rater.auroc([3, 2, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]) == 1.0
+    assert np.isnan(rater.auroc([1, 2], [1, 1], [0, 0]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The scoring CLI and its bad inputs
+
+def write_rater(path, dataset, trunk, vocab=None):
+    """A rater.pt as metagrad.py writes it: a rater standardised on the trunk's features of the training rows."""
+    size = trunk.config["image_size"]
+    if size == dataset["images"].shape[-1]:
+        draws = proxy.fixed_draws(2, (3, size, size), seed=7)
+        raw = rater.features_of_rows(trunk, dataset["images"], dataset["tokens"], draws, torch.device("cpu"))
+    else:  # a rater for another image size: its features do not matter, loading must refuse it
+        raw = torch.randn(8, 2 * 2 + 16)
+    r = tiny_rater(in_dim=raw.shape[1], width=16)
+    r.fit_standardisation(raw)
+    rater.save_rater(str(path), r, trunk, 5, vocab or dataset["vocab"], k=2, draws_seed=7)
+
+
+@pytest.fixture(scope="module")
+def rater_file(tiny_shapes, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rater") / "rater.pt"
+    write_rater(path, data.load_dataset(tiny_shapes), tiny_trunk())
+    return str(path)
+
+
+def test_scoring_cli_writes_finite_float32_scores_a_report_and_a_histogram(tiny_shapes, rater_file, tmp_path, capsys):
+    out = tmp_path / "scores.npy"
+    rater.main(["--data", tiny_shapes, "--rater", rater_file, "--out", str(out), "--shuffles", "2",
+                "--batch-size", "32"])
+    scores = np.load(out)
+    assert scores.dtype == np.float32 and scores.shape == (400,) and np.isfinite(scores).all()
+    report = json.load(open(tmp_path / "scores_report.json"))
+    assert {"auroc_misaligned", "auroc_noise", "mean_percentile_clean", "mean_percentile_duplicate"} <= set(report)
+    assert all(0 <= report[k] <= 1 for k in report if k.startswith("auroc_"))
+    assert report["n_samples"] == 400
+    assert os.path.getsize(tmp_path / "scores_hist.png") > 1000
+    assert "wrote" in capsys.readouterr().out.strip().splitlines()[-1]
+    # the random batchings come from --seed: the same seed gives the same scores
+    rater.main(["--data", tiny_shapes, "--rater", rater_file, "--out", str(tmp_path / "again.npy"),
+                "--shuffles", "2", "--batch-size", "32"])
+    assert np.array_equal(np.load(tmp_path / "again.npy"), scores)
+
+
+def bad_rater(kind, tmp_path, dataset):
+    path = tmp_path / f"{kind}.pt"
+    if kind == "junk":
+        path.write_bytes(b"not a torch file")
+    elif kind == "proxy":  # a model checkpoint, but not a rater
+        proxy.save_checkpoint(str(path), tiny_trunk(), 0, dataset["vocab"])
+    elif kind == "size32":
+        write_rater(path, dataset, tiny_trunk(image_size=32, patch=8))
+    elif kind == "vocab":
+        write_rater(path, dataset, tiny_trunk(), vocab=dataset["vocab"][:3] + dataset["vocab"][3:][::-1])
+    return str(path)
+
+
+@pytest.mark.parametrize("kind, fragment", [("junk", "not a readable"), ("proxy", "not a rater"),
+                                            ("size32", "32px"), ("vocab", "vocabulary")])
+def test_scoring_bad_input_is_one_line_exit_2_and_no_output(tiny_shapes, tmp_path, capsys, kind, fragment):
+    path = bad_rater(kind, tmp_path, data.load_dataset(tiny_shapes))
+    with pytest.raises(SystemExit) as e:
+        rater.main(["--data", tiny_shapes, "--rater", path, "--out", str(tmp_path / "scores.npy")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not any(p.name.startswith("scores") for p in tmp_path.iterdir())
