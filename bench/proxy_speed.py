@@ -47,8 +47,9 @@ def main(argv=None):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} threads "
-          f"{torch.get_num_threads()}, device {device} ({name})")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs (load average {load:.1f}), torch {torch.__version__} "
+          f"threads {torch.get_num_threads()}, device {device} ({name})")
     print(f"proxy preset {a.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), "
           f"{a.size}x{a.size}, batch {a.batch_size}: {a.steps * a.batch_size / dt:.0f} training images/s "
           f"({a.steps / dt:.2f} steps/s)")
