@@ -365,25 +365,32 @@ def split_real(images, captions, defect, rng, meta, n_val, n_test):
 # ----------------------------------------------------------------------------------------------------------------
 # Preview: a grid of samples with their captions and defect labels
 
-def preview(d, path, n=24, cols=4, scale=4):
-    size = d["images"].shape[-1] * scale
-    cell_w, text_h = max(size, 280), 30
-    rows = (n + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (cell_w + 8), rows * (size + text_h + 8)), (255, 255, 255))
+def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=None):
+    """The one writer of picture grids: each cell is a list of uint8 [3,H,W] images stacked top to bottom, with its
+    caption (two lines, in colours[i] if given) under it; `footer` is a grey line at the bottom."""
+    size = max(96, cells[0][0].shape[-1] * scale)
+    cell_w, cell_h = 288, len(cells[0]) * size + 36
+    canvas = Image.new("RGB", (cols * cell_w, ((len(cells) + cols - 1) // cols) * cell_h + (14 if footer else 0)), "white")
     pen = ImageDraw.Draw(canvas)
-    # show every defect type: take rows of each label in turn
+    for i, (stack, cap) in enumerate(zip(cells, captions)):
+        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        for j, img in enumerate(stack):
+            canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST), (x, y + j * size))
+        colour = colours[i] if colours else (0, 0, 0)
+        pen.text((x, y + len(stack) * size + 2), cap[:46], fill=colour)
+        pen.text((x, y + len(stack) * size + 14), cap[46:92], fill=colour)
+    if footer:
+        pen.text((4, canvas.height - 12), footer, fill="gray")
+    atomic_save(canvas, path)
+
+
+def preview(d, path, n=24):
+    """Samples of every defect type in turn, each with its label and caption (defective ones in red)."""
     by_type = [np.flatnonzero(d["defect"].numpy() == k) for k in range(len(d["defect_names"]))]
     picks = [r[j] for j in range(n) for r in by_type if j < len(r)][:n]
-    for slot, i in enumerate(picks):
-        x, y = (slot % cols) * (cell_w + 8), (slot // cols) * (size + text_h + 8)
-        img = Image.fromarray(d["images"][i].permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST)
-        canvas.paste(img, (x, y))
-        cap = d["captions"][i]
-        label = d["defect_names"][int(d["defect"][i])]
-        pen.text((x, y + size + 1), f"[{label}] {cap[:44]}", fill=(0, 0, 0) if label == "clean" else (200, 0, 0))
-        if len(cap) > 44:
-            pen.text((x, y + size + 13), cap[44:88], fill=(0, 0, 0))
-    atomic_save(canvas, path)
+    labels = [d["defect_names"][int(d["defect"][i])] for i in picks]
+    captioned_grid([[d["images"][i]] for i in picks], [f"[{l}] {d['captions'][i]}" for l, i in zip(labels, picks)],
+                   path, colours=[(0, 0, 0) if l == "clean" else (200, 0, 0) for l in labels])
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 import data
@@ -351,21 +350,6 @@ def evaluate_images(images, test, encoder, rows=None, inception=None):
     return {**m, **defect_rates(images.numpy(), shapes)}
 
 
-def sample_grid(images, captions, path, cols=4, scale=4):
-    """Samples with their prompts below them, two lines of text each."""
-    size = images.shape[-1] * scale
-    cell_w, text_h = max(size, 260), 28
-    rows = (len(images) + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (cell_w + 8), rows * (size + text_h + 8)), (255, 255, 255))
-    pen = ImageDraw.Draw(canvas)
-    for i, (img, cap) in enumerate(zip(images, captions)):
-        x, y = (i % cols) * (cell_w + 8), (i // cols) * (size + text_h + 8)
-        canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST), (x, y))
-        pen.text((x, y + size + 1), cap[:42], fill=(0, 0, 0))
-        pen.text((x, y + size + 13), cap[42:84], fill=(0, 0, 0))
-    atomic_save(canvas, path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Sample a trained model on the test prompts and write FID, KID, CLIP score, "
                                             "rule-based GenEval and defect rates to a JSON file (METHOD.md section 4).")
@@ -418,7 +402,7 @@ def main(argv=None):
                    steps=a.steps, data=os.path.abspath(a.data), model=os.path.abspath(a.model))
     atomic_save(metrics, a.out)
     grid = os.path.splitext(a.out)[0] + "_samples.png"
-    sample_grid(images[:16], [test["captions"][r] for r in rows[:16]], grid)
+    data.captioned_grid([[img] for img in images[:16]], [test["captions"][r] for r in rows[:16]], grid)
     print(f"FID {metrics['fid']:.3f}  KID {metrics['kid_mean']:.4f} +- {metrics['kid_std']:.4f}  "
           f"CLIP score {metrics['clip_score']:.4f}  GenEval {metrics.get('geneval_overall', float('nan')):.3f}  "
           f"(N = {len(images)}, encoder: {encoder_name})")

@@ -385,21 +385,10 @@ def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="los
 
 def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
     """Samples for the first n prompts of `dataset`, each above its real image, with the prompt written under it."""
-    from PIL import Image, ImageDraw
     imgs = sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu()
     fake = ((imgs + 1) * 127.5).round().clamp(0, 255).byte()
-    size, cols, cell = max(96, fake.shape[-1] * 3), 4, 300
-    canvas = Image.new("RGB", (cols * cell, ((n + cols - 1) // cols) * (2 * size + 40)), "white")
-    pen = ImageDraw.Draw(canvas)
-    for i in range(n):
-        x, y = (i % cols) * cell, (i // cols) * (2 * size + 40)
-        for j, img in enumerate([fake[i], dataset["images"][i]]):
-            canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST), (x, y + j * size))
-        cap = dataset["captions"][i]
-        pen.text((x, y + 2 * size + 2), cap[:46], fill="black")
-        pen.text((x, y + 2 * size + 14), cap[46:92], fill="black")
-    pen.text((4, canvas.height - 12), f"top: samples (cfg {cfg}), bottom: real", fill="gray")
-    data.atomic_save(canvas, path)
+    data.captioned_grid([[fake[i], dataset["images"][i]] for i in range(n)], dataset["captions"][:n], path,
+                        footer=f"top: samples (cfg {cfg}), bottom: real")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # so `import data` works from anywhere
 
@@ -15,3 +16,12 @@ def tiny_shapes(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("tiny_shapes"))
     data.main(["--out", d, "--size", "16", "--n-train", "400", "--n-val", "40", "--n-test", "40"])
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine extra threads only wait: use one, then restore."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,13 +12,7 @@ import rater
 TINY = dict(image_size=16, patch=4, width=16, depth=1, heads=2, text_depth=1, max_tokens=20)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared machine extra threads only wait: use one, then restore."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_proxy(vocab_size, seed=0, nudge=0.0):

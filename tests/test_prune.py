@@ -267,13 +267,6 @@ def test_image_scorers_work_without_proxy_py(shapes, tmp_path, monkeypatch):
     assert np.load(tmp_path / "c.npy").shape == (300,)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread; two threads on a busy 2-core machine spend most of their time waiting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
