@@ -1,9 +1,10 @@
 """evaluate.py -- FID, KID, CLIP score, a rule-based GenEval and defect rates for a trained text-to-image model.
 
 Reads:   D/test.pt (prompts and reference images), MODEL.pt (through proxy.load_proxy), D/evaluator.pt when cached,
-         D/val.pt (real-image sets only), the --inception weights file (optional)
+         D/val.pt (real-image sets only), the --inception weights file (optional), the --guide model (optional)
 Writes:  OUT (metrics.json), OUT's stem + "_samples.png" (samples with their prompts), D/evaluator.pt (the cache)
 Run:     python evaluate.py --data data/shapes --model runs/x/shift50/model.pt --out runs/x/shift50/metrics.json
+         [--guide runs/x/shift50/guide.pt --guidance 2 --cfg 1]     (autoguidance, ../shared/ONLINE.md)
 
 Implements METHOD.md section 4 ("evaluation from scratch"): the paper's figures (FID, CLIP score, GenEval) rebuilt
 for a tiny domain where Inception-V3 and CLIP mean nothing.
@@ -350,6 +351,16 @@ def evaluate_images(images, test, encoder, rows=None, inception=None):
     return {**m, **defect_rates(images.numpy(), shapes)}
 
 
+def check_guide(ckpt, guide_ckpt, path):
+    """Autoguidance mixes two models' predictions for the same image and caption: the guide must share the model's
+    image size, caption length and vocabulary (its width, depth and training length may differ)."""
+    c, g = ckpt["config"], guide_ckpt["config"]
+    keys = ["image_size", "vocab_size", "max_tokens"]
+    if [g.get(k) for k in keys] != [c.get(k) for k in keys] or guide_ckpt.get("vocab") != ckpt.get("vocab"):
+        raise DataError(f"{path}: the guide does not match the model (image size, caption length, vocabulary size: "
+                        f"{[g.get(k) for k in keys]} vs {[c.get(k) for k in keys]}, or another vocabulary)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Sample a trained model on the test prompts and write FID, KID, CLIP score, "
                                             "rule-based GenEval and defect rates to a JSON file (METHOD.md section 4).")
@@ -360,6 +371,11 @@ def main(argv=None):
                                                                "keep it fixed across compared runs (FID grows ~1/N)")
     p.add_argument("--repeat", action="store_true", help="cycle the test prompts when --n-samples exceeds them")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance weight (1 = no guidance)")
+    p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): sample with D_w = w D_model + "
+                   "(1 - w) D_guide, the guide a smaller and/or earlier model of the same data (e.g. train_t2i.py "
+                   "--guide-at's guide.pt). With --cfg != 1, CFG is applied inside each model first; --cfg 1 for "
+                   "autoguidance alone")
+    p.add_argument("--guidance", type=float, help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")
@@ -381,7 +397,14 @@ def main(argv=None):
                             "lower it or pass --repeat to cycle the prompts")
         device = pick_device(a.device)
         from proxy import load_proxy, sample_images  # here, so that evaluate.py imports without proxy.py
-        model, _ = load_proxy(a.model, device)
+        model, ckpt = load_proxy(a.model, device)
+        guide, guidance = None, 1.0
+        if a.guide:
+            guide, guide_ckpt = load_proxy(a.guide, device)
+            check_guide(ckpt, guide_ckpt, a.guide)
+            guidance = 2.0 if a.guidance is None else a.guidance
+        elif a.guidance is not None:
+            raise DataError("--guidance needs --guide (the model to guide with)")
         inception = load_inception(a.inception).to(device) if a.inception else None
     except (DataError, ImportError) as e:  # ImportError: no proxy.py beside this file
         fail(str(e))
@@ -389,7 +412,8 @@ def main(argv=None):
     rows = np.arange(a.n_samples) % len(test["images"])
     images = []
     for i in tqdm(range(0, len(rows), a.batch_size), desc="sampling"):
-        x = sample_images(model, test["tokens"][rows[i:i + a.batch_size]].to(device), steps=a.steps, cfg=a.cfg, seed=a.seed + i)
+        x = sample_images(model, test["tokens"][rows[i:i + a.batch_size]].to(device), steps=a.steps, cfg=a.cfg,
+                          seed=a.seed + i, guide=guide, guidance=guidance)
         images.append(((x.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))  # [-1, 1] -> uint8
     images = torch.cat(images)
     if images.shape[1:] != test["images"].shape[1:]:
@@ -399,7 +423,8 @@ def main(argv=None):
                     f"evaluator penultimate {enc['config']['feat_dim']}-d ({os.path.join(a.data, 'evaluator.pt')}, "
                     f"{enc['config']['source']}, {enc['step']} steps)")
     metrics.update(encoder=encoder_name, encoder_retrieval_top1=enc["retrieval_top1"], seed=a.seed, cfg=a.cfg,
-                   steps=a.steps, data=os.path.abspath(a.data), model=os.path.abspath(a.model))
+                   guidance=guidance, guide=os.path.abspath(a.guide) if a.guide else None, steps=a.steps,
+                   data=os.path.abspath(a.data), model=os.path.abspath(a.model))
     atomic_save(metrics, a.out)
     grid = os.path.splitext(a.out)[0] + "_samples.png"
     data.captioned_grid([[img] for img in images[:16]], [test["captions"][r] for r in rows[:16]], grid)

@@ -23,9 +23,12 @@ of every training row are computed once.
   Eq. 6   mu        <- step on  sum_i W_i(mu) (gap_i - b),  gap_i = L(theta; x_i) - L(theta_ref; x_i)  (detached)
   --simplified (Eq. 9) takes gap_i = L(theta; x_i): the reference is neither needed nor trained.
   The baseline b is our deviation from the paper (see alchemist_rater_loss).
---method exact, one step: a virtual SGD step theta'(mu) = theta - eta sum_i W_i(mu) grad L(theta; x_i), built with
-  create_graph=True, and mu <- step on L_val(theta'(mu)), back-propagated through the virtual step; then the primary
-  takes its real Eq. 5 step. No reference model is needed: the validation loss itself judges the weights.
+--method exact, one step: a virtual SGD step theta'(W) = theta - eta sum_i W_i grad L(theta; x_i), built with
+  create_graph=True; h_i = d L_val(theta'(W)) / d W_i by back-propagating through it, and mu <- step on
+  sum_i W_i(mu) (h_i - b), whose gradient is exactly d L_val(theta'(W(mu))) / d mu up to the baseline (chain rule);
+  then the primary takes its real Eq. 5 step. No reference model: the validation loss itself judges the weights.
+Every method: the signal h is divided by a running scale s_k (so that the logit prior, --logit-decay, means the same
+  for every method), and the rater's loss carries an L2 prior on its logits (logit_penalty, our deviation).
 Cost per step, in plain training steps (bench/metagrad_cost.py): about 3 (alchemist), 2 (simplified), 4-5 (exact).
 
 Optimisers: AdamW betas (0.9, 0.95) everywhere; the rater with weight decay 0.05 and grad clip 2.0 (released code),
@@ -47,40 +50,61 @@ import data
 import proxy
 import rater as rating  # the module; "rater" names the network itself below
 
-BASELINE_DECAY = 0.99  # EMA of the weighted batch gap (the REINFORCE baseline b_k)
+SIGNAL_DECAY = 0.9  # EMAs of the signal's scale s_k and of the weighted batch signal (the REINFORCE baseline b_k)
 RATER_CLIP, MODEL_CLIP = 2.0, 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rater's loss: Eq. 6 with a baseline, and the exact hypergradient
 
-def alchemist_rater_loss(W, gap, baseline):
-    """Eq. 6 with a baseline: sum_i W_i (gap_i - b). W [B] from the rater (with grad), gap [B] detached, b a float.
+def alchemist_rater_loss(W, signal, baseline):
+    """Eq. 6 with a baseline: sum_i W_i (h_i - b). W [B] from the rater (with grad), h [B] detached (the loss gap, or
+    any per-row signal where lower = better row), b a float.
 
     Why a baseline (our deviation from the paper). Eq. 6 as written, sum_i W_i gap_i = W_batch sum_i w_inst_i gap_i,
     multiplies the whole gap by W_batch: while the mean gap is positive the cheapest move is W_batch -> 0, and a first
     prototype's W_batch underflowed to 0 in 24 steps (FEASIBILITY.md, point 2). Subtracting a baseline b_k, the
-    running mean of the weighted batch gap sum_i w_inst_i gap_i, is the REINFORCE trick (Williams 1992):
+    running mean of the weighted batch signal sum_i w_inst_i h_i, is the REINFORCE trick (Williams 1992):
       - the instance head is unchanged: sum_i w_inst_i = 1, so sum_i grad w_inst_i = 0 and the term
         -b W_batch sum_i grad w_inst_i vanishes, whatever b is;
-      - the group head sees d/dW_batch = sum_i w_inst_i gap_i - b_k: it raises W_batch for batches better than usual
-        (a lower weighted gap) and lowers it for worse ones, instead of collapsing.
+      - the group head sees d/dW_batch = sum_i w_inst_i h_i - b_k: it raises W_batch for batches better than usual
+        (a lower weighted signal) and lowers it for worse ones, instead of collapsing.
     (The shared adapter under both heads sees the group head's part too.)"""
-    return (W * (gap - baseline)).sum()
+    return (W * (signal - baseline)).sum()
 
 
-def exact_rater_loss(primary, rater, feats, x, tok, t, noise, x_val, tok_val, t_val, noise_val, eta):
-    """L_val(theta'(mu)) with theta'(mu) = theta - eta sum_i W_i(mu) grad_theta L(theta; x_i): a scalar whose
-    gradient with respect to the rater's parameters is the exact one-step hypergradient (Ren 2018; Calian 2025).
-    feats [B,D], x [B,3,H,W], tok [B,L], t [B], noise [B,3,H,W]; the same for the validation batch."""
-    W, _, _ = rater(feats)  # (B,) Eq. 7/8, a function of mu
+def logit_penalty(z, group_logit, decay):
+    """decay * (mean_i z_i^2 + g^2): an L2 prior that keeps the logits where the sigmoid still answers.
+
+    Our second deviation (FEASIBILITY.md, point 3). Without it Adam pushes the rows it likes to z = +inf, where
+    sigmoid'(z) = 0: they stop learning, and their order, which is what pruning uses, is left to chance. With it the
+    pull of the signal on z_i, about W_batch w_inst_i h_i sigmoid'(z_i) / tau, is balanced at a finite z_i that
+    grows with how good the row is: a regression of the ranking on the signal. The same prior on the group logit g
+    keeps W_batch inside (0, 1) against the drift of a signal whose mean moves while the rater learns."""
+    penalty = z.pow(2).mean()
+    return decay * (penalty + group_logit.pow(2) if group_logit is not None else penalty)
+
+
+def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_val, eta):
+    """L_val(theta'(W)) with theta'(W) = theta - eta sum_i W_i grad_theta L(theta; x_i): a scalar whose gradient
+    with respect to the weights W [B] is the exact one-step hypergradient (Ren 2018; Calian 2025), and through W(mu)
+    the rater's. x [B,3,H,W], tok [B,L], t [B], noise [B,3,H,W]; the same for the validation batch."""
     names, params = zip(*[(n, p) for n, p in primary.named_parameters()])
     inner = (W * proxy.rf_loss(primary, x, tok, t, noise)).sum()  # Eq. 10: sum_i W_i L(theta; x_i)
-    grads = torch.autograd.grad(inner, params, create_graph=True)  # each a function of mu
-    theta_new = {n: p - eta * g for n, p, g in zip(names, params, grads)}  # the virtual SGD step theta'(mu)
+    grads = torch.autograd.grad(inner, params, create_graph=True)  # each a function of W
+    theta_new = {n: p - eta * g for n, p, g in zip(names, params, grads)}  # the virtual SGD step theta'(W)
     virtual = lambda x_t, tt, tk: functional_call(primary, theta_new, (x_t, tt, tk))
     # proxy.attention is written out, so this double backward works on the CPU too
-    return proxy.rf_loss(virtual, x_val, tok_val, t_val, noise_val).mean()  # L_val(theta'(mu))
+    return proxy.rf_loss(virtual, x_val, tok_val, t_val, noise_val).mean()  # L_val(theta'(W))
+
+
+def exact_signal(primary, W, eta, **b):
+    """h_i = d L_val(theta'(W)) / d W_i [B], detached: what raising row i's weight does to the validation loss
+    after the virtual step (about -eta grad L_val . grad L(x_i)). sum_i W_i(mu) h_i then has exactly the gradient
+    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below."""
+    W = W.detach().requires_grad_(True)
+    loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta)
+    return torch.autograd.grad(loss, W)[0], loss.detach()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,27 +135,41 @@ def draw_batch(gen, feats_all, train, val, batch_size, device):
     return {k: v.to(device) for k, v in b.items()}
 
 
-def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3):
-    """One step of the chosen method on batch b (draw_batch); updates the models, optimisers and baseline in `s`
-    in place and returns the numbers the log needs. Raises FloatingPointError before any update on a non-finite loss."""
+def rater_objective(s, z, group_logit, W, signal, logit_decay):
+    """The rater's loss at step k, sum_i W_i (h_i / s_k - b_k) + logit_penalty, and sum_i w_inst_i h_i / s_k (the
+    batch's weighted signal, which the caller folds into b_{k+1} once the step is known to be finite). Updates the
+    running scale s_k of h (the EMA of its batch std) in `s`; the first step sets s_k and b_k."""
+    spread = signal.std().item()
+    s["scale"] = spread if s["scale"] is None else SIGNAL_DECAY * s["scale"] + (1 - SIGNAL_DECAY) * spread
+    signal = signal / max(s["scale"], 1e-12)
+    batch_signal = (W.detach() / W.detach().sum() * signal).sum().item()  # sum_i w_inst_i h_i
+    if s["baseline"] is None:
+        s["baseline"] = batch_signal
+    return alchemist_rater_loss(W, signal, s["baseline"]) + logit_penalty(z, group_logit, logit_decay), batch_signal
+
+
+def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3, logit_decay=0.05):
+    """One step of the chosen method on batch b (draw_batch); updates the models, optimisers, scale and baseline in
+    `s` in place and returns the numbers the log needs. Raises FloatingPointError before any update on a non-finite
+    loss. Every method computes a per-row signal h_i (lower = a row whose weight helps), then steps the rater on
+    sum_i W_i (h_i / s_k - b_k) + the logit penalty, s_k a running scale of h (so that one --logit-decay fits every
+    method and data set) and b_k the baseline (alchemist_rater_loss)."""
     rater, primary = s["rater"], s["primary"]
-    W, z, W_batch = rater(b["feats"])  # (B,), (B,), ()  Eq. 7/8 at mu_k
-    w_inst = rater.instance_weights(z.detach())  # (B,), sums to 1; for the baseline and the log
+    z, group_logit = rater.logits(b["feats"])  # (B,), () at mu_k
+    w_inst = rater.instance_weights(z)  # (B,) Eq. 7, sums to 1
+    W_batch = torch.sigmoid(group_logit) if group_logit is not None else torch.ones((), device=z.device)
+    W = w_inst * W_batch  # (B,) Eq. 8
     loss_i = proxy.rf_loss(primary, b["x"], b["tok"], b["t"], b["noise"])  # (B,) L(theta; x_i)
     loss_val = proxy.rf_loss(primary, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean()  # L_val(theta)
-    loss_ref_i, batch_gap = None, None
+    loss_ref_i = None
     if method == "exact":
-        rater_loss = exact_rater_loss(primary, rater, **b, eta=eta)  # L_val(theta'(mu))
+        signal, _ = exact_signal(primary, W, eta, **b)  # d L_val(theta'(W)) / d W_i
+    elif simplified:
+        signal = loss_i.detach()  # Eq. 9: assume L(theta_ref; x) ~ 0
     else:
-        if simplified:
-            gap = loss_i.detach()  # Eq. 9: assume L(theta_ref; x) ~ 0
-        else:
-            loss_ref_i = proxy.rf_loss(s["reference"], b["x"], b["tok"], b["t"], b["noise"])  # (B,) same draws
-            gap = (loss_i - loss_ref_i).detach()  # Eq. 6: the loss gap, computed before either model moves
-        batch_gap = (w_inst * gap).sum().item()  # sum_i w_inst_i gap_i
-        if s["baseline"] is None:
-            s["baseline"] = batch_gap
-        rater_loss = alchemist_rater_loss(W, gap, s["baseline"])  # Eq. 6 with the baseline b_k
+        loss_ref_i = proxy.rf_loss(s["reference"], b["x"], b["tok"], b["t"], b["noise"])  # (B,) same draws
+        signal = (loss_i - loss_ref_i).detach()  # Eq. 6: the loss gap, computed before either model moves
+    rater_loss, batch_signal = rater_objective(s, z, group_logit, W, signal, logit_decay)
     losses = [loss_i, loss_val, rater_loss] + ([loss_ref_i] if loss_ref_i is not None else [])
     if not all(torch.isfinite(v).all() for v in losses):
         raise FloatingPointError("non-finite loss")
@@ -141,8 +179,8 @@ def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3):
            list(primary.parameters()), MODEL_CLIP)
     if loss_ref_i is not None:  # Eq. 4: the reference keeps training on the training set
         update(s["opt_ref"], loss_ref_i.mean(), list(s["reference"].parameters()), MODEL_CLIP)
-    if batch_gap is not None:
-        s["baseline"] = BASELINE_DECAY * s["baseline"] + (1 - BASELINE_DECAY) * batch_gap
+    s["baseline"] = SIGNAL_DECAY * s["baseline"] + (1 - SIGNAL_DECAY) * batch_signal  # b_{k+1}
+    w_inst = w_inst.detach()
     entropy = -(w_inst * w_inst.clamp_min(1e-30).log()).sum() / np.log(max(2, len(w_inst)))  # 1 = uniform
     return dict(W_batch=W_batch.item(), entropy=entropy.item(), rater_loss=rater_loss.item())
 
@@ -165,7 +203,14 @@ def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path):
     Returns primary, trunk, rater, features [N, D], and the checkpoint whose optimiser moments the primary continues."""
     primary = copy.deepcopy(reference).requires_grad_(True)  # theta_0 = theta_ref
     warm_ckpt = ref_ckpt
-    if a.primary_warmup > 0:  # the primary learns from clean data: it comes to rely on the captions
+    if a.primary:  # warmed by an earlier run: same architecture as the reference, same data
+        warm_ckpt = data.load_pt(a.primary, "checkpoint")
+        try:
+            primary.load_state_dict(warm_ckpt["model"])
+        except (KeyError, RuntimeError):
+            raise data.DataError(f"{a.primary}: not a primary of this reference's size; warm one with "
+                                 f"--primary-warmup instead") from None
+    elif a.primary_warmup > 0:  # the primary learns from clean data: it comes to rely on the captions
         proxy.train(primary, val["images"], val["tokens"], warm_path, train["vocab"], a.primary_warmup, a.batch_size,
                     a.lr, a.seed, device, resume=a.resume, desc="primary warm-up (val)")
         warm_ckpt = data.load_pt(warm_path, "checkpoint")
@@ -193,7 +238,7 @@ def resume_from(saved, reference, device):
 
 def save_state(path, s, step, gen, args):
     """Everything a resumed run needs to end where an uninterrupted one would (the features too: no recomputing)."""
-    data.atomic_save({"step": step, "rng": gen.get_state(), "baseline": s["baseline"], "args": args,
+    data.atomic_save({"step": step, "rng": gen.get_state(), "baseline": s["baseline"], "scale": s["scale"], "args": args,
                       "feats": s["feats"].cpu(), "rater_config": dict(s["rater"].config),
                       "trunk": s["trunk"].state_dict(), "trunk_config": dict(s["trunk"].config),
                       **{k: s[k].state_dict() if s[k] is not None else None
@@ -237,6 +282,10 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW lr of the primary and the reference (and warm-up)")
     p.add_argument("--rater-lr", type=float, default=1e-3, help="AdamW lr of the rater")
     p.add_argument("--eta", type=float, help="exact only: the virtual SGD step size (default: --lr)")
+    p.add_argument("--logit-decay", type=float, default=0.05,
+                   help="L2 prior on the rater's logits (instance z and group), keeps them where the sigmoid answers")
+    p.add_argument("--primary", help="a primary already warmed on val (an earlier run's primary_warm.pt): "
+                                     "skips --primary-warmup, so that several methods share one warm-up")
     p.add_argument("--temperature", type=float, default=0.2,
                    help="tau in softmax(sigmoid(z) / tau); the largest/smallest weight ratio is at most e^(1/tau)")
     p.add_argument("--draws", type=int, default=rating.K_DRAWS,
@@ -250,8 +299,8 @@ def main(argv=None):
     if min(a.steps, a.batch_size, a.draws, a.log_every, a.ckpt_every) < 1 or min(a.lr, a.rater_lr, a.temperature) <= 0:
         data.fail("--steps, --batch-size, --draws, --log-every, --ckpt-every, --lr, --rater-lr and --temperature "
                   "must be positive")
-    if a.primary_warmup < 0 or not 0 <= a.gamma <= 1:
-        data.fail("--primary-warmup must be >= 0 and --gamma in [0, 1]")
+    if a.primary_warmup < 0 or not 0 <= a.gamma <= 1 or a.logit_decay < 0:
+        data.fail("--primary-warmup and --logit-decay must be >= 0 and --gamma in [0, 1]")
     if a.simplified and a.method == "exact":
         data.fail("--simplified is a variant of --method alchemist (Eq. 9); the exact method has no loss gap")
     device, eta = data.pick_device(a.device), a.eta if a.eta is not None else a.lr
@@ -282,7 +331,7 @@ def main(argv=None):
         data.fail(str(e))
     reference.requires_grad_(uses_ref)
     s = dict(primary=primary, reference=reference if uses_ref else None, rater=rater, trunk=trunk, feats=feats_all,
-             baseline=None, opt_primary=adamw(primary, a.lr, warm_ckpt),
+             baseline=None, scale=None, opt_primary=adamw(primary, a.lr, warm_ckpt),
              opt_ref=adamw(reference, a.lr, ref_ckpt if saved is None else None) if uses_ref else None,
              opt_rater=torch.optim.AdamW(rater.parameters(), lr=a.rater_lr, betas=(0.9, 0.95), weight_decay=0.05))
     gen, start, last_ckpt = torch.Generator().manual_seed(a.seed), 0, None
@@ -292,7 +341,7 @@ def main(argv=None):
                 s[k].load_state_dict(saved[k])
                 for g in s[k].param_groups:  # a resumed run may change the learning rates (e.g. lower --lr)
                     g["lr"] = a.rater_lr if k == "opt_rater" else a.lr
-        s["baseline"], start, last_ckpt = saved["baseline"], saved["step"], saved["step"]
+        s["baseline"], s["scale"], start, last_ckpt = saved["baseline"], saved["scale"], saved["step"], saved["step"]
         gen.set_state(saved["rng"])
 
     # The log: losses on a fixed validation batch with fixed draws, the rater's weights, running AUROCs
@@ -310,7 +359,7 @@ def main(argv=None):
         gamma = max(0.0, 1.0 - 0.03 * epoch) if a.schedule == "seal" else a.gamma  # SEAL's upper-level weight
         b = draw_batch(gen, feats_all, train, val, a.batch_size, device)
         try:
-            window.append(meta_step(s, b, a.method, a.simplified, gamma, eta))
+            window.append(meta_step(s, b, a.method, a.simplified, gamma, eta, a.logit_decay))
         except FloatingPointError:
             bar.close()
             last = f"{state_path} (step {last_ckpt})" if last_ckpt else "none written yet"
@@ -341,7 +390,7 @@ def main(argv=None):
     with torch.no_grad():
         aurocs = rating.aurocs_by_type(rater.logits(feats_all)[0].cpu().numpy(), defect, names)
     final = ", ".join(f"{n} {v:.3f}" for n, v in aurocs.items())
-    print(f"wrote {rater_path}, {state_path}, {log_path}" + (f", {warm_path}" if a.primary_warmup > 0 else "") +
+    print(f"wrote {rater_path}, {state_path}, {log_path}" + (f", {warm_path}" if a.primary_warmup > 0 and not a.primary else "") +
           (f"; final AUROC (rater logit z, clean vs type): {final}" if final else ""))
 
 

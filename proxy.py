@@ -41,6 +41,7 @@ import data
 # ----------------------------------------------------------------------------------------------------------------
 # Presets: CPU-sized and GPU-sized. Change these, not the code, to scale up.
 PRESETS = {
+    "quick": dict(width=64, depth=2, heads=4, text_depth=1, steps=600, batch_size=64, lr=2e-3),  # ablate.py quick
     "cpu": dict(width=128, depth=4, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3),
     "gpu": dict(width=256, depth=8, heads=8, text_depth=2, steps=20000, batch_size=256, lr=5e-4),
 }
@@ -230,19 +231,26 @@ def sample_loss(model, x0, tokens, draws):
 
 
 @torch.no_grad()
-def sample_images(model, tokens, steps=32, cfg=3.0, seed=0):
-    """Euler sampler from t=1 (noise) to t=0 with classifier-free guidance: v = v_null + cfg (v_text - v_null).
+def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance=1.0):
+    """Euler sampler from t=1 (noise) to t=0 with classifier-free guidance, v = v_null + cfg (v_text - v_null), and
+    with a `guide` autoguidance (Karras et al. 2024): D_w = w D_main + (1 - w) D_guide, the guide a smaller and/or
+    earlier model of the same task, w = `guidance`; CFG acts inside each model first (cfg=1: autoguidance alone, as
+    in the paper). D = x_t - t v is affine in v, so mixing velocities mixes denoisers.
     tokens int64 [B,L] on the model's device -> images float [B,3,H,W] in [-1, 1]."""
     device, B, size = tokens.device, tokens.shape[0], model.config["image_size"]
     x = torch.randn((B, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(device)
     null = data.null_tokens(B, tokens.shape[1]).to(device)
+
+    def velocity(net, x, t):
+        if cfg == 1.0:
+            return net(x, t, tokens)
+        v_text, v_null = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([tokens, null])).float().chunk(2)
+        return v_null + cfg * (v_text - v_null)
     for i in range(steps):
         t = torch.full((B,), 1 - i / steps, device=device)
-        if cfg == 1.0:
-            v = model(x, t, tokens)
-        else:
-            v_text, v_null = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([tokens, null])).float().chunk(2)
-            v = v_null + cfg * (v_text - v_null)
+        v = velocity(model, x, t)
+        if guide is not None and guidance != 1.0:  # in code, guide(x).lerp(main(x), w)
+            v = velocity(guide, x, t).float().lerp(v.float(), guidance)
         x = x - v / steps  # dt = 1/steps towards t = 0
     return x.clamp(-1, 1)
 
@@ -251,8 +259,8 @@ def sample_images(model, tokens, steps=32, cfg=3.0, seed=0):
 # Checkpoints: the one writer and the one reader for every model file (proxy.pt, model.pt)
 
 def save_checkpoint(path, model, step, vocab, **extra):
-    atomic_save_dict = {"model": model.state_dict(), "config": dict(model.config), "step": step, "vocab": list(vocab)}
-    data.atomic_save({**atomic_save_dict, **extra}, path)
+    data.atomic_save({"model": model.state_dict(), "config": dict(model.config), "step": step, "vocab": list(vocab),
+                      **extra}, path)
 
 
 def load_proxy(path, device="cpu", dataset=None):
@@ -283,12 +291,14 @@ def check_fits(model, dataset, path):
 
 def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, device, resume=False,
           ckpt_every=500, log_path=None, warmup=100, ema_decay=0.0, desc="train", extra=None, on_log=None,
-          hook_every=None):
+          hook_every=None, select=None):
     """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW; checkpoint to
     `out_path` every `ckpt_every` steps; with `resume`, continue from it so the end equals an uninterrupted run.
     `on_log(step, model, ema)` is called every `hook_every` steps and at the end (sample grids, snapshots).
     The EMA's decay warms up as min(ema_decay, (1 + step) / (10 + step)), so short runs do not average in the
     random initialisation whatever `steps` is.
+    `select` (online selection, train_t2i.py) has `size` (rows to draw), select(step, model, images, tokens, t, noise,
+    gen) -> the batch_size positions to train on, log() (extra log columns), state_dict() and load_state_dict().
     Under torchrun (torch.distributed initialised) every rank draws the same global batch from the shared generator
     and takes its slice; DistributedDataParallel averages the gradients, so N ranks compute what one process would."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -299,7 +309,7 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
     sched = lambda s: min(1.0, (s + 1) / warmup)  # linear warm-up, then constant
     gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
-    start = 0
+    start, spent = 0, 0.0  # spent: wall-clock seconds of the run before this process (resume)
     if resume and os.path.exists(out_path):
         ckpt = data.load_pt(out_path, "checkpoint")
         if ckpt.get("config") != model.config:
@@ -312,7 +322,12 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
             if "ema" not in ckpt:
                 raise data.DataError(f"{out_path}: checkpoint has no EMA weights to resume; remove it or drop --resume")
             ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        start = ckpt["step"]
+        if (select is not None) != ("select" in ckpt):
+            raise data.DataError(f"{out_path}: checkpoint was trained {'with' if 'select' in ckpt else 'without'} "
+                                 "online selection; resume with the same flags or drop --resume")
+        if select is not None:
+            select.load_state_dict(ckpt["select"])
+        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     if log_path and rank == 0 and start > 0 and os.path.exists(log_path):  # drop rows logged after the checkpoint
         with open(log_path) as f:
@@ -321,17 +336,23 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
     log = open(log_path, "a" if start > 0 else "w", newline="") if log_path and rank == 0 else None
     writer = csv.writer(log) if log else None
     if writer and start == 0:
-        writer.writerow(["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)])
+        writer.writerow(["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
+                        (list(select.log()) if select else []))
     model.train()
-    t0, losses, bins = time.time(), [], [[] for _ in range(10)]
+    t0, losses, bins = time.time() - spent, [], [[] for _ in range(10)]
     mine = slice(rank, None, world)  # this rank's share of the global batch
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, dynamic_ncols=True, disable=rank > 0)
     for step in bar:
-        idx = torch.randint(len(images), (batch_size,), generator=gen)  # the global batch, identical on every rank
-        t = sample_t(batch_size, gen)
-        noise = torch.randn((batch_size, *images.shape[1:]), generator=gen)
-        drop = torch.rand(batch_size, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
-        tok = torch.where(drop[:, None], data.null_tokens(batch_size, tokens.shape[1]), tokens[idx])
+        n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
+        idx = torch.randint(len(images), (n,), generator=gen)  # the global batch, identical on every rank
+        t = sample_t(n, gen)
+        noise = torch.randn((n, *images.shape[1:]), generator=gen)
+        drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
+        tok = torch.where(drop[:, None], data.null_tokens(n, tokens.shape[1]), tokens[idx])
+        if select is not None:  # train on the kept rows with the very (t, noise, caption) they were scored on
+            with autocast:
+                keep = select(step, model, images[idx], tok, t, noise, gen)  # (batch_size,) positions in 0..n-1
+            idx, t, noise, tok = idx[keep], t[keep], noise[keep], tok[keep]
         x0 = data.to_float(images[idx[mine]]).to(device)
         with autocast:
             loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
@@ -356,12 +377,14 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             if writer:
                 writer.writerow([step + 1, f"{np.mean(losses[-50:]):.5f}", f"{time.time() - t0:.1f}"] +
-                                [f"{np.mean(b):.5f}" if b else "" for b in bins])
+                                [f"{np.mean(b):.5f}" if b else "" for b in bins] + [(step + 1) * batch_size] +
+                                (list(select.log().values()) if select else []))
                 log.flush()
             bins = [[] for _ in range(10)]
         if rank == 0 and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
             save_checkpoint(out_path, model, step + 1, vocab, optimizer=opt.state_dict(), rng=gen.get_state(),
-                            **({"ema": ema} if ema is not None else {}), **(extra or {}))
+                            seconds=time.time() - t0, **({"ema": ema} if ema is not None else {}),
+                            **({"select": select.state_dict()} if select else {}), **(extra or {}))
         if rank == 0 and on_log and ((step + 1) % (hook_every or ckpt_every) == 0 or step + 1 == steps):
             on_log(step + 1, model, ema)
     if log:
@@ -406,6 +429,8 @@ def main(argv=None):
     p.add_argument("--clean-only", action="store_true", help="train only on rows with defect 0 (ground-truth oracle)")
     p.add_argument("--subset", help="train only on these rows (an int64 .npy from prune.py)")
     p.add_argument("--draws", type=int, default=8, help="K fixed (t, noise) draws for the per-type loss report")
+    p.add_argument("--report", choices=["full", "val"], default="full",
+                   help="full: validation loss and the training set's loss by defect type; val: validation loss only")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, batches and noise")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--resume", action="store_true", help="continue from RUN/proxy.pt if it exists")
@@ -448,8 +473,8 @@ def main(argv=None):
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
     train_all = d if a.split == "train" else data.load_dataset(a.data, "train")
-    per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device)
-    for k, name in enumerate(train_all["defect_names"]):
+    per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device) if a.report == "full" else []
+    for k, name in enumerate(train_all["defect_names"] if a.report == "full" else []):
         if (train_all["defect"] == k).any():
             report[f"loss_{name}"] = per_row[train_all["defect"] == k].mean().item()
     if "loss_misaligned" in report:

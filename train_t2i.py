@@ -1,11 +1,14 @@
-"""train_t2i.py -- train the target text-to-image DiT on a selected subset (or on the whole training set).
+"""train_t2i.py -- train the target text-to-image DiT on a selected subset (offline), or select its batches online.
 
 Reads:   D/train.pt and D/val.pt (via data.load_dataset), SUBSET.npy (optional, from prune.py), RUN/train_state.pt
-         (with --resume)
+         (with --resume), REF.pt (--online: the frozen reference model, by default RUN/guide.pt)
 Writes:  RUN/model.pt           the EMA weights as "model" (+ config, step, vocab, args): what a reader samples and
                                 evaluates; proxy.load_proxy(RUN/model.pt) and evaluate.py --model RUN/model.pt use it
          RUN/train_state.pt     everything --resume needs: raw weights, optimizer, EMA, RNG state, step, args
-         RUN/log.csv            loss by step, overall and in ten bins of t
+         RUN/log.csv            loss by step, overall and in ten bins of t; kept samples; with --online also the rows
+                                scored, whether selection was on, the scoring seconds and both models' losses
+         RUN/guide.pt           with --guide-at F: the EMA weights at step F * --steps, an autoguidance guide for
+                                evaluate.py --guide and a reference for --online (loads with proxy.load_proxy)
          RUN/samples.png        EMA samples for the first 16 validation prompts above their real images, with prompts
          RUN/samples_step{N}.png every --grid-every steps; RUN/snapshots/step{N}.pt (EMA) every --snapshot-every steps
 Run:     python train_t2i.py --data data/shapes --subset runs/x/shift50.npy --out runs/x/shift50 [--steps 3000]
@@ -19,12 +22,20 @@ autocast on CUDA, an EMA of the weights for sampling, atomic checkpoints and exa
 Runs are compared at an equal number of steps (the paper's setting, equal compute): a 50% subset is seen twice as
 often as the full set within the same --steps. The EMA snapshots are what evaluate.py / ablate.py turn into an
 FID-versus-step curve; this file never imports them (the pipeline's data walks one way).
+
+Online selection (--online; ../shared/ONLINE.md: JEST, Evans et al. 2024; RHO-LOSS, Mindermann et al. 2022; AJEST,
+Pais et al. 2025): each step draws a super-batch of --super-batch-factor x --batch-size rows with their t, noise and
+caption drop, scores every row without gradients, keeps --batch-size rows and trains on them with the very draws
+they were scored on. Learnability = loss(learner) - loss(reference) on the SAME (t, noise); the learner is the model
+being trained, the reference a frozen smaller and/or earlier model (the autoguidance guide). Such runs are compared
+at equal kept samples (log.csv `samples`) and at equal wall-clock time (`seconds`, scoring included).
 """
 import argparse
 import copy
 import math
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -40,6 +51,121 @@ PRESETS = {
     "gpu": dict(width=384, depth=12, heads=6, text_depth=2, steps=30000, batch_size=256, lr=3e-4, warmup=1000),
 }
 EMA_DECAY = 0.999  # proxy.train warms the decay up as min(0.999, (1 + step) / (10 + step))
+ONLINE = ["none", "jest", "early_ajest", "late_ajest", "hard_learner", "easy_reference"]  # all but two need a reference
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Online batch selection: scores, JEST's chunked sampling, the AJEST switch, and the hook proxy.train calls
+
+@torch.no_grad()
+def online_scores(learner, reference, x0, tokens, t, noise, mode):
+    """Per-row scores of a super-batch [n] and the per-row losses of learner and reference ([n], or None where the
+    mode needs no such forward). Both models see the SAME t and noise, so two equal models score exactly 0."""
+    loss = lambda model: proxy.rf_loss(model, x0, tokens, t=t, noise=noise)  # (n,)
+    learner_loss = loss(learner) if mode != "easy_reference" else None
+    reference_loss = loss(reference) if mode != "hard_learner" else None
+    if mode == "hard_learner":  # the learner's loss alone: hard examples
+        return learner_loss, learner_loss, None
+    if mode == "easy_reference":  # minus the reference's loss alone: examples a good model finds easy
+        return -reference_loss, None, reference_loss
+    return learner_loss - reference_loss, learner_loss, reference_loss  # learnability: high = not learned yet, learnable
+
+
+def jest_select(score, keep, chunks=16, temperature=0.1, generator=None):
+    """Positions of `keep` of the n rows of a super-batch, sampled chunk by chunk without replacement from
+    softmax(score / temperature) over the rows not yet chosen (JEST). Each chunk is a Gumbel-top-k (Kool et al.
+    2019): the top k of score / temperature + Gumbel noise is an exact sample of k rows without replacement, and a
+    tiny temperature turns it into the deterministic top-`keep` (temperature 0: RHO-LOSS's top-k). For a per-example
+    loss the chunks change nothing in distribution; JEST needs them where a row's score depends on the rows chosen.
+    score float [n] on the CPU -> int64 [keep]."""
+    n = len(score)
+    z = score.double() / temperature if temperature > 0 else score.double()
+    chosen, picks = torch.zeros(n, dtype=torch.bool), []
+    for size in [len(c) for c in torch.arange(keep).tensor_split(min(chunks, keep))]:
+        u = torch.rand(n, generator=generator, dtype=torch.float64).clamp(min=1e-300)
+        gumbel = -torch.log(-torch.log(u)) if temperature > 0 else torch.zeros(n, dtype=torch.float64)
+        top = (z + gumbel).masked_fill(chosen, float("-inf")).topk(size).indices  # (size,) rows not chosen before
+        chosen[top] = True
+        picks.append(top)
+    return torch.cat(picks)
+
+
+class AjestSwitch:
+    """Whether selection is on. jest, hard_learner, easy_reference: always. early_ajest: from step 0 until the first
+    super-batch on which the learner's mean loss falls below the reference's, then off for good; late_ajest: off
+    until that super-batch, then on for good (ONLINE.md). The super-batch that crosses is already on the new side."""
+
+    def __init__(self, mode):
+        self.mode, self.crossed_at = mode, None  # crossed_at: the step at which the learner first beat the reference
+
+    @property
+    def watching(self):  # AJEST, before the crossing: both losses are needed on every super-batch
+        return self.mode in ("early_ajest", "late_ajest") and self.crossed_at is None
+
+    @property
+    def on(self):
+        if self.mode == "early_ajest":
+            return self.crossed_at is None
+        return self.crossed_at is not None if self.mode == "late_ajest" else True
+
+    def update(self, step, learner_mean, reference_mean):
+        if self.watching and learner_mean < reference_mean:
+            self.crossed_at = step
+        return self.on
+
+
+class OnlineSelection:
+    """proxy.train's `select` hook: score the drawn super-batch, keep batch_size rows; accounts rows and seconds."""
+
+    def __init__(self, mode, reference, batch_size, factor=5.0, chunks=16, temperature=0.1):
+        self.mode, self.batch_size = mode, batch_size
+        self.reference = reference.eval().requires_grad_(False) if reference is not None else None  # hard_learner: none
+        self.super_size = max(batch_size, round(batch_size * factor))
+        self.chunks, self.temperature, self.switch = chunks, temperature, AjestSwitch(mode)
+        self.scored, self.score_seconds, self.last = 0, 0.0, {}
+
+    @property
+    def size(self):  # rows to draw: the super-batch while it is scored; early AJEST after its switch, the batch alone
+        return self.super_size if self.switch.on or self.switch.watching else self.batch_size
+
+    def __call__(self, step, model, images, tokens, t, noise, gen):
+        if not (self.switch.on or self.switch.watching):
+            return torch.arange(self.batch_size)  # a plain uniform batch, no scoring
+        tic, dev = time.time(), next(model.parameters()).device
+        score, learner, reference = online_scores(model, self.reference, data.to_float(images).to(dev),
+                                                  tokens.to(dev), t.to(dev), noise.to(dev), self.mode)
+        self.last = {"learner_loss": learner.mean().item() if learner is not None else "",
+                     "reference_loss": reference.mean().item() if reference is not None else "",
+                     "score_std": score.float().std().item()}
+        if self.switch.watching:
+            self.switch.update(step, self.last["learner_loss"], self.last["reference_loss"])
+        keep = (jest_select(score.float().cpu(), self.batch_size, self.chunks, self.temperature, gen)
+                if self.switch.on else torch.arange(self.batch_size))  # late AJEST before its switch: uniform
+        self.scored += len(images)  # the learner's forward over the whole super-batch is spent, kept or not
+        self.score_seconds += time.time() - tic
+        return keep
+
+    def log(self):
+        """Extra log.csv columns (about the last super-batch)."""
+        fmt = lambda v: f"{v:.5f}" if isinstance(v, float) else v
+        return {"scored": self.scored, "selecting": int(self.switch.on), "score_seconds": f"{self.score_seconds:.2f}",
+                **{k: fmt(self.last.get(k, "")) for k in ["learner_loss", "reference_loss", "score_std"]}}
+
+    def state_dict(self):  # the reference's weights too: a resumed run goes on with the very same reference
+        ref = self.reference
+        return {"mode": self.mode, "crossed_at": self.switch.crossed_at, "scored": self.scored,
+                "score_seconds": self.score_seconds, **({} if ref is None else {"reference_config": dict(ref.config),
+                "reference": {k: v.cpu() for k, v in ref.state_dict().items()}})}
+
+    def load_state_dict(self, state):
+        if state["mode"] != self.mode:
+            raise data.DataError(f"the checkpoint was trained with --online {state['mode']}, not {self.mode}; "
+                                 "pass the same flags to --resume")
+        if self.reference is not None:
+            dev = next(self.reference.parameters()).device
+            self.reference = proxy.DiT(**state["reference_config"]).to(dev).eval().requires_grad_(False)
+            self.reference.load_state_dict(state["reference"])
+        self.switch.crossed_at, self.scored, self.score_seconds = state["crossed_at"], state["scored"], state["score_seconds"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,7 +174,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description="Train the target text-to-image DiT on a subset (--subset) or on the whole training set. Runs "
                     "are compared at an equal number of --steps (equal compute): a smaller subset is simply seen "
-                    "more often. Several processes: run the same command under torchrun.")
+                    "more often. With --online, each batch is selected from a larger scored one (JEST / AJEST); "
+                    "log.csv then allows comparisons at equal kept samples and at equal wall-clock time. Several "
+                    "processes: run the same command under torchrun.")
     p.add_argument("--data", required=True, help="data folder made by data.py (reads train.pt and val.pt)")
     p.add_argument("--subset", help="train only on these rows of train.pt (a sorted unique int64 .npy from prune.py); "
                                     "default: all rows")
@@ -70,12 +198,35 @@ def main(argv=None):
                    help="continue from RUN/train_state.pt; the end equals an uninterrupted run (same flags)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; ignored on the CPU)")
     p.add_argument("--ckpt-every", type=int, default=500,
-                   help="write train_state.pt and model.pt every N steps (and at every grid or snapshot step)")
+                   help="write train_state.pt and model.pt every N steps (and at every grid, snapshot or guide step)")
     p.add_argument("--snapshot-every", type=int, default=0,
                    help="save the EMA weights as RUN/snapshots/step{N}.pt every N steps, for an FID-versus-step "
                         "curve (0 = off)")
     p.add_argument("--grid-every", type=int, default=500,
                    help="write RUN/samples_step{N}.png (EMA samples for 16 validation prompts) every N steps (0 = off)")
+    p.add_argument("--guide-at", type=float, default=0.0, metavar="F",
+                   help="save the EMA weights at step round(F * --steps) as RUN/guide.pt: an earlier snapshot of this "
+                        "model, for autoguidance (evaluate.py --guide) and as an --online reference; EDM2 trains its "
+                        "guide to 1/16 of the schedule (0 = off)")
+    o = p.add_argument_group("online batch selection (JEST / AJEST; ../shared/ONLINE.md)")
+    o.add_argument("--online", choices=ONLINE, default="none",
+                   help="none: uniform batches. jest: keep rows by learnability = loss(learner) - loss(reference) on "
+                        "the same (t, noise). early_ajest: jest from step 0 until the learner's mean loss on a "
+                        "super-batch first falls below the reference's, then uniform for good. late_ajest: uniform "
+                        "until then, jest after. hard_learner: score = the learner's loss (no reference needed). "
+                        "easy_reference: score = minus the reference's loss")
+    o.add_argument("--reference", metavar="REF.pt",
+                   help="the frozen reference (a model.pt, guide.pt or snapshot with this data's image size and "
+                        "vocabulary; it may be smaller); default: RUN/guide.pt if it exists, e.g. from an earlier "
+                        "--guide-at run in the same folder. Stored in train_state.pt, so --resume reuses it")
+    o.add_argument("--super-batch-factor", type=float, default=5.0,
+                   help="score factor x --batch-size rows per step and keep --batch-size: 1/(1-f) for JEST's filtering "
+                        "ratio f (5 = keep 20%%)")
+    o.add_argument("--chunks", type=int, default=16,
+                   help="JEST samples the kept rows in this many chunks, each without replacement")
+    o.add_argument("--temperature", type=float, default=0.1,
+                   help="rows are sampled from softmax(score / temperature); compare it with log.csv's score_std: "
+                        "much larger is nearly uniform, 0 = the deterministic top rows (RHO-LOSS)")
     a = p.parse_args(argv)
 
     # torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; only rank 0 prints and writes files.
@@ -91,6 +242,11 @@ def main(argv=None):
         stop(f"--width {cfg['width']} must be divisible by the preset's {cfg['heads']} attention heads")
     if a.ckpt_every < 1 or a.snapshot_every < 0 or a.grid_every < 0 or not 0 <= a.ema < 1:
         stop("--ckpt-every must be positive, --snapshot-every and --grid-every >= 0, --ema in [0, 1)")
+    if not 0 <= a.guide_at <= 1 or a.super_batch_factor < 1 or a.chunks < 1 or a.temperature < 0:
+        stop("--guide-at must be in [0, 1], --super-batch-factor >= 1, --chunks >= 1, --temperature >= 0")
+    needs_reference = a.online not in ("none", "hard_learner")
+    if a.reference and not needs_reference:
+        stop(f"--online {a.online} uses no --reference")
     if batch_size % world:
         stop(f"--batch-size {batch_size} must be divisible by the {world} processes")
     device = data.pick_device(a.device)
@@ -102,6 +258,13 @@ def main(argv=None):
         rows = torch.arange(len(d["images"]))
         if a.subset:
             rows = torch.from_numpy(proxy.load_subset(a.subset, len(d["images"])))  # sorted, unique, in range
+        reference = None
+        if needs_reference:
+            ref_path = a.reference or os.path.join(a.out, "guide.pt")
+            if not os.path.exists(ref_path):
+                raise data.DataError(f"--online {a.online} needs a reference model: pass --reference REF.pt (e.g. the "
+                                     f"guide.pt of a run with --guide-at 0.125){'' if a.reference else f'; no {ref_path}'}")
+            reference, _ = proxy.load_proxy(ref_path, "cpu", dataset=d)  # same image size and vocabulary as the data
     except data.DataError as e:
         stop(str(e))
 
@@ -111,13 +274,13 @@ def main(argv=None):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        run(a, cfg, steps, batch_size, lr, device, d, val, rows, rank, world, stop, say)
+        run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run(a, cfg, steps, batch_size, lr, device, d, val, rows, rank, world, stop, say):
+def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say):
     size = d["images"].shape[-1]
     torch.manual_seed(a.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = proxy.DiT(image_size=size, patch=max(2, size // 8), width=cfg["width"], depth=cfg["depth"],
@@ -137,6 +300,14 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, rank, world, stop, 
     say(f"target: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} of "
         f"{len(d['images'])} training rows, {steps} steps of {batch_size} on {device}"
         f"{f' x {world} processes' if world > 1 else ''}, EMA decay {decay:.4f}")
+    select = None
+    if a.online != "none":  # every rank scores the whole super-batch and draws the same keep (shared generator)
+        select = OnlineSelection(a.online, reference.to(device) if reference is not None else None, batch_size,
+                                 a.super_batch_factor, a.chunks, a.temperature)
+        say(f"online selection {a.online}: keep {batch_size} of {select.super_size} rows per step, temperature "
+            f"{a.temperature}" + (f", reference {sum(p.numel() for p in reference.parameters()) / 1e6:.2f}M "
+                                  "parameters" if reference is not None else ""))
+    guide_step = max(1, round(a.guide_at * steps)) if a.guide_at > 0 else 0
 
     def on_log(step, model, ema):
         """Called by proxy.train on rank 0 (see hook_every): model.pt, snapshots and grids, all from the EMA."""
@@ -146,15 +317,17 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, rank, world, stop, 
             proxy.save_checkpoint(os.path.join(a.out, "snapshots", f"step{step}.pt"), ema_model, step, d["vocab"], **extra)
         if a.grid_every and step % a.grid_every == 0:
             proxy.sample_grid(ema_model, val, os.path.join(a.out, f"samples_step{step}.png"), device=device)
+        if step == guide_step:  # autoguidance: the same model, trained for a fraction of the schedule
+            proxy.save_checkpoint(os.path.join(a.out, "guide.pt"), ema_model, step, d["vocab"], **extra)
 
-    # on_log runs at every checkpoint and wherever a grid or a snapshot is due (and at the end)
-    hook_every = math.gcd(a.ckpt_every, a.snapshot_every, a.grid_every)
+    # on_log runs at every checkpoint and wherever a grid, a snapshot or the guide is due (and at the end)
+    hook_every = math.gcd(a.ckpt_every, a.snapshot_every, a.grid_every, guide_step)
     if rank == 0:
         os.makedirs(a.out, exist_ok=True)
     try:
         proxy.train(model, d["images"][rows], d["tokens"][rows], state_path, d["vocab"], steps, batch_size, lr,
                     a.seed, device, resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every, log_path=os.path.join(a.out, "log.csv"),
-                    warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log)
+                    warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log, select=select)
         if rank > 0:
             return
         final, ckpt = proxy.load_proxy(model_path, device)  # exactly what evaluate.py will read
@@ -164,8 +337,8 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, rank, world, stop, 
     grids = sorted(f for f in os.listdir(a.out) if f.startswith("samples_step"))
     snaps = os.listdir(os.path.join(a.out, "snapshots")) if os.path.isdir(os.path.join(a.out, "snapshots")) else []
     say(f"wrote {model_path} ({ckpt['weights']} weights, step {ckpt['step']}), train_state.pt, log.csv, samples.png"
-        f"{f', {len(grids)} samples_step*.png' if grids else ''}{f', {len(snaps)} snapshots/' if snaps else ''} "
-        f"in {a.out}")
+        f"{f', {len(grids)} samples_step*.png' if grids else ''}{f', {len(snaps)} snapshots/' if snaps else ''}"
+        f"{', guide.pt' if guide_step else ''} in {a.out}")
 
 
 if __name__ == "__main__":

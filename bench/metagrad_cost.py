@@ -52,7 +52,7 @@ def measure(method, a):
     r = rater.Rater(D, width=c["width"]).to(device)
     opt = lambda m, wd=0.0: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=wd)
     reference = copy.deepcopy(model) if method == "alchemist" else None
-    s = dict(primary=model, reference=reference, rater=r, baseline=None, opt_primary=opt(model),
+    s = dict(primary=model, reference=reference, rater=r, baseline=None, scale=None, opt_primary=opt(model),
              opt_ref=opt(reference) if reference is not None else None, opt_rater=opt(r, 0.05))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux reports kB)

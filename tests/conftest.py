@@ -25,3 +25,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def weights(path, key="model"):
+    """A checkpoint's state_dict (or another key), loaded as data."""
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+def assert_same(a, b):
+    """Two state_dicts hold bit-identical tensors under the same keys."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

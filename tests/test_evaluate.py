@@ -171,7 +171,7 @@ def stand_in_proxy(test):
             raise data.DataError(f"{path}: not a model checkpoint")
         return test, ckpt
 
-    def sample_images(model, tokens, steps=32, cfg=3.0, seed=0):
+    def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance=1.0):
         rows = [int((model["tokens"] == t).all(1).nonzero()[0, 0]) for t in tokens.cpu()]
         return data.to_float(model["images"][rows])  # [-1, 1], as the sampler returns
 

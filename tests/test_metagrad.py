@@ -39,35 +39,42 @@ def batch(d, B=4, D=12, dtype=torch.float64, seed=0):
 def test_exact_hypergradient_matches_central_finite_differences_in_float64(tiny_shapes):
     d = data.load_dataset(tiny_shapes)
     primary = tiny_proxy(len(d["vocab"]), nudge=0.05).double()
+    b, eta, eps = batch(d), 0.5, 1e-6
+    W = torch.tensor([0.3, 0.1, 0.4, 0.2], dtype=torch.float64)
+    h, loss = metagrad.exact_signal(primary, W, eta, **b)  # h_i = d L_val(theta'(W)) / d W_i
+    assert all(p.grad is None for p in primary.parameters())  # nothing leaks into the primary
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):  # random directions in W-space
+        v = torch.randn(4, generator=g, dtype=torch.float64)
+        v /= v.norm()
+        rest = {k: x for k, x in b.items() if k != "feats"}
+        fd = (metagrad.exact_rater_loss(primary, W + eps * v, **rest, eta=eta) -
+              metagrad.exact_rater_loss(primary, W - eps * v, **rest, eta=eta)).item() / (2 * eps)
+        exact = (h * v).sum().item()
+        assert abs(exact) > 1e-8 and abs(fd - exact) < 1e-3 * abs(exact), (exact, fd)
+
+
+def test_the_surrogate_sum_W_h_has_the_rater_gradient_of_the_validation_loss_after_the_virtual_step(tiny_shapes):
+    # the chain rule that lets the exact method share Eq. 6's form: d/dmu sum_i W_i(mu) h_i = d L_val(theta'(W(mu)))/dmu
+    d = data.load_dataset(tiny_shapes)
+    primary = tiny_proxy(len(d["vocab"]), nudge=0.05).double()
     torch.manual_seed(1)
     r = rater.Rater(12, width=8, temperature=0.5).double()
-    b, eta, eps = batch(d), 0.5, 1e-6
-    loss = metagrad.exact_rater_loss(primary, r, **b, eta=eta)
-    grads = torch.autograd.grad(loss, list(r.parameters()))
-    assert all(p.grad is None for p in primary.parameters())  # nothing leaks into the primary
-
-    def loss_at(p, delta):
-        with torch.no_grad():
-            p.add_(delta)
-        out = metagrad.exact_rater_loss(primary, r, **b, eta=eta).item()
-        with torch.no_grad():
-            p.sub_(delta)
-        return out
-    g = torch.Generator().manual_seed(2)
-    for (name, p), grad in zip(r.named_parameters(), grads):  # every tensor: adapter, instance and group heads
-        v = torch.randn(p.shape, generator=g, dtype=torch.float64)
-        v /= v.norm()
-        fd = (loss_at(p, eps * v) - loss_at(p, -eps * v)) / (2 * eps)
-        exact = (grad * v).sum().item()
-        assert abs(exact) > 1e-8 and abs(fd - exact) < 1e-3 * abs(exact), (name, exact, fd)
+    b, eta = batch(d), 0.5
+    W = r(b["feats"])[0]
+    direct = torch.autograd.grad(metagrad.exact_rater_loss(primary, W, **{k: x for k, x in b.items() if k != "feats"},
+                                                           eta=eta), list(r.parameters()))
+    h, _ = metagrad.exact_signal(primary, W, eta, **b)
+    surrogate = torch.autograd.grad((r(b["feats"])[0] * h).sum(), list(r.parameters()))
+    for name, a, c in zip([n for n, _ in r.named_parameters()], direct, surrogate):  # adapter, instance and group
+        assert a.abs().max() > 1e-10 and torch.allclose(a, c, rtol=1e-9, atol=1e-12), name
 
 
 def test_exact_hypergradient_vanishes_with_a_zero_virtual_step(tiny_shapes):
     d = data.load_dataset(tiny_shapes)
-    primary, r = tiny_proxy(len(d["vocab"]), nudge=0.05).double(), rater.Rater(12, width=8).double()
-    loss = metagrad.exact_rater_loss(primary, r, **batch(d), eta=0.0)  # theta' = theta does not depend on mu
-    grads = torch.autograd.grad(loss, list(r.parameters()), allow_unused=True, materialize_grads=True)
-    assert all(torch.count_nonzero(g) == 0 for g in grads)
+    primary = tiny_proxy(len(d["vocab"]), nudge=0.05).double()
+    h, _ = metagrad.exact_signal(primary, torch.full((4,), 0.25, dtype=torch.float64), 0.0, **batch(d))
+    assert torch.count_nonzero(h) == 0  # theta' = theta does not depend on W
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,3 +179,48 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_shapes, proxy_file, tmp_path,
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and fragment in err, err
     assert not (tmp_path / "run" / "rater.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The rater's learning rule on a synthetic signal: it learns a noisy ranking, and nothing saturates
+
+def learn(quality, signal_noise, logit_decay, steps=300, drift=0.0, seed=0):
+    """Train a rater with metagrad.rater_objective on a synthetic per-row signal h_i = -quality_i + noise + a drift
+    that falls over time (the situation of a rater that improves while it learns). Returns z, W_batch's history."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(len(quality), 6, generator=g)
+    feats[:, 0] = quality  # the quality is readable from the features
+    r = rater.Rater(6, width=16)
+    opt = torch.optim.AdamW(r.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    s, history = dict(scale=None, baseline=None), []
+    for k in range(steps):
+        rows = torch.randint(len(quality), (64,), generator=g)
+        z, group_logit = r.logits(feats[rows])
+        W_batch = torch.sigmoid(group_logit)
+        W = r.instance_weights(z) * W_batch
+        signal = -quality[rows] + signal_noise * torch.randn(64, generator=g) - drift * k / steps
+        loss, batch_signal = metagrad.rater_objective(s, z, group_logit, W, signal, logit_decay)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        s["baseline"] = metagrad.SIGNAL_DECAY * s["baseline"] + (1 - metagrad.SIGNAL_DECAY) * batch_signal
+        history.append(W_batch.item())
+    with torch.no_grad():
+        return r.logits(feats)[0], history
+
+
+def test_the_rater_learns_a_ranking_from_a_noisy_signal_and_its_logits_and_W_batch_stay_inside():
+    quality = torch.randn(512, generator=torch.Generator().manual_seed(5))
+    z, history = learn(quality, signal_noise=2.0, logit_decay=0.05, drift=3.0)
+    good, bad = quality > 0, quality <= 0
+    assert rater.auroc(z.numpy(), good.numpy(), bad.numpy()) > 0.9  # one noisy draw per row and step is enough
+    assert z.abs().max() < 10  # bounded: the prior balances the signal where the sigmoid still answers
+    assert 0.05 < min(history) and max(history) < 0.95  # no collapse of W_batch despite the drift
+
+
+def test_without_the_logit_prior_the_logits_run_off():
+    quality = torch.randn(512, generator=torch.Generator().manual_seed(5))
+    z_free, _ = learn(quality, signal_noise=0.5, logit_decay=0.0, steps=400)
+    z_prior, _ = learn(quality, signal_noise=0.5, logit_decay=0.05, steps=400)
+    assert z_free.abs().max() > 2 * z_prior.abs().max()

@@ -1,6 +1,7 @@
 """Properties of the DiT proxy, its rectified-flow loss, its sampler and its training loop (proxy.py)."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -162,6 +163,17 @@ def test_cli_writes_checkpoint_log_report_and_grid_and_reloads(tiny_shapes, tmp_
     assert {"val_loss", "loss_clean", "loss_noise", "misaligned_over_clean"} <= set(report)
     assert os.path.getsize(out / "proxy_samples.png") > 1000
     assert "wrote" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_report_val_gives_the_same_validation_loss_without_the_per_type_losses(tiny_shapes, tmp_path):
+    full, val = tmp_path / "full", tmp_path / "val"
+    proxy.main(["--data", tiny_shapes, "--out", str(full), "--steps", "3", "--batch-size", "8", "--draws", "2"])
+    shutil.copytree(full, val)  # the same trained model; a resumed run at its last step only reports
+    os.remove(val / "proxy_report.json")
+    proxy.main(["--data", tiny_shapes, "--out", str(val), "--steps", "3", "--batch-size", "8", "--draws", "2",
+                "--resume", "--report", "val"])
+    a, b = json.load(open(full / "proxy_report.json")), json.load(open(val / "proxy_report.json"))
+    assert abs(a["val_loss"] - b["val_loss"]) < 1e-7 and "loss_clean" in a and "loss_clean" not in b
 
 
 @pytest.mark.parametrize("args, fragment", [

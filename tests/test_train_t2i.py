@@ -10,6 +10,7 @@ import torch
 import data
 import proxy
 import train_t2i
+from conftest import assert_same, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--width", "32", "--depth", "1", "--batch-size", "8", "--device", "cpu", "--grid-every", "0"]
@@ -18,14 +19,6 @@ TINY = ["--width", "32", "--depth", "1", "--batch-size", "8", "--device", "cpu",
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def weights(path, key="model"):
-    return torch.load(path, map_location="cpu", weights_only=True)[key]
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def test_resume_through_the_cli_gives_the_uninterrupted_runs_weights_and_ema(tiny_shapes, tmp_path):

@@ -1,0 +1,556 @@
+"""ablate.py -- the paper's ablations on the shapes set, in one command: every stage, every method, several seeds.
+
+Reads:   nothing (it makes its own data); re-run, it reads back what it already made
+Writes:  RUNS/ (default runs/ablate_<preset>): the data, the proxy, the raters, the subsets and every trained model,
+         each written by the stage script that owns it; OUT/ (default results/<preset>):
+           results.csv      one row per run: method, keep, seed, fid, kid_mean, clip_score, geneval_overall, steps, ...
+           results.md       mean +- std over seeds, laid out like the paper's Tables 1 and 4, and the paper's claims
+           selection.csv    keep rate per defect type per method (what each selection throws away)
+           fid_curves.png   FID against training step, mean over seeds
+           samples.png      samples of a few methods for the same prompts; samples/<run>.png for every method
+Run:     python ablate.py [--preset quick|paper] [--seeds 3] [--workers 2]
+Reproduces the shape of Alchemist's Tables 1 and 4 (arXiv 2512.16905): Alchemist's subset against the full set and
+random subsets at keep 20% and 50%, its pruning strategies, its group MLP, the meta-gradient variants and heuristic
+scorers, all trained for the same number of steps.
+
+The stages run through the very commands a reader would type (each script's main(argv), printed as it runs):
+  data.py -> proxy.py -> metagrad.py (+ rater.py) per rater; prune.py --score per heuristic
+          -> prune.py --strategy per (scorer, strategy, keep, seed) -> train_t2i.py -> evaluate.py
+Resumable: a finished step is recognised by its output (a run by its metrics.json) and skipped, so a killed grid
+continues where it stopped. Training runs go to --workers processes at once (on the CPU, two one-thread processes
+train tiny models faster than one two-thread process; each run's output goes to RUNS/train/<run>/run.log).
+"""
+import argparse
+import concurrent.futures as cf
+import contextlib
+import csv
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+import data
+import evaluate
+import metagrad
+import prune
+import proxy
+import rater
+import train_t2i
+
+KEEPS = [0.2, 0.5]
+STRATEGIES = ["top_k", "block", "gsample", "shift_gsample", "ccs"]
+HEURISTICS = ["clarity", "frequency", "edge_density", "loss"]
+RATERS = {  # rater name -> metagrad.py flags
+    "alchemist": [], "alchemist_nogroup": ["--no-group"], "simplified": ["--simplified"], "exact": ["--method", "exact"]}
+
+
+def paper_grid():
+    """Every (scorer, strategy, keep) of the issue's grid; scorer None = the full set, "random" = a uniform subset."""
+    grid = [(None, None, 1.0)]
+    for keep in KEEPS:
+        grid += [("random", "random", keep)] + [("alchemist", s, keep) for s in STRATEGIES]
+        grid += [("alchemist_nogroup", "shift_gsample", keep), ("simplified", "shift_gsample", keep),
+                 ("exact", "shift_gsample", keep)]
+        grid += [(h, s, keep) for h in HEURISTICS for s in ["shift_gsample", "top_k"]]
+    return grid
+
+
+# quick: the runs that test the five claims of results.md
+QUICK_GRID = [(None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5),
+              ("alchemist_nogroup", "shift_gsample", 0.5), ("alchemist", "shift_gsample", 0.2),
+              ("alchemist", "top_k", 0.2), ("alchemist", "gsample", 0.2)]
+
+PRESETS = {
+    # 2 CPU cores, about 20 minutes: 16x16 images, 2000 rows; proxy and target both 0.26M (width 64, depth 2), the
+    # target trained 500 steps of 64: enough to draw coloured blobs in the right places, and the training set's noise
+    "quick": dict(size=16, n_train=2000, n_val=300, n_test=300, proxy=["--preset", "quick"],
+                  primary_warmup=300, meta_steps=200, target=["--width", "64", "--depth", "2", "--lr", "2e-3"],
+                  steps=500, batch_size=64, n_samples=200, sample_steps=16, curve_points=5, encoder_steps=400,
+                  grid=QUICK_GRID, workers=2, guide=["--width", "32", "--depth", "2", "--lr", "2e-3"],
+                  guide_fraction=0.25, guidance=2.0, online_temperature=0.01),
+    # one GPU: the default 32x32 set, the cpu-preset proxy (3000 steps), the cpu-preset target (3000 steps)
+    "paper": dict(size=32, n_train=8000, n_val=1000, n_test=1000, proxy=["--preset", "cpu"], primary_warmup=1000,
+                  meta_steps=1000, target=["--preset", "cpu"], steps=3000, batch_size=64, n_samples=1000,
+                  sample_steps=32, curve_points=6, encoder_steps=600, grid=paper_grid(), workers=1,
+                  guide=["--preset", "cpu", "--width", "64", "--depth", "4"], guide_fraction=1 / 16, guidance=2.0,
+                  online_temperature=0.01),
+}
+CURVES = [(None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5)]  # FID-vs-step runs
+
+
+def run_name(scorer, strategy, keep):
+    """'full', 'random_50', 'alchemist_shift_gsample_20', ..."""
+    if scorer is None:
+        return "full"
+    return f"{scorer}_{int(round(keep * 100))}" if scorer == "random" else f"{scorer}_{strategy}_{int(round(keep * 100))}"
+
+
+def method_name(scorer, strategy):
+    return "full" if scorer is None else "random" if scorer == "random" else f"{scorer}_{strategy}"
+
+
+def stage(script, argv, quiet=False):
+    """Run one stage's command in this process, printing it the way a reader would type it."""
+    if not quiet:
+        tqdm.write(f"$ python {script.__name__}.py {' '.join(argv)}")
+    script.main(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stages before training: data, proxy, raters, heuristic scores, subsets
+
+def prepare(a, P, runs):
+    """Everything that each training run needs, made once, each step skipped when its output exists. Returns the
+    data folder and {scorer: scores.npy}."""
+    d, scores = os.path.join(runs, "data"), {}
+    if not os.path.exists(os.path.join(d, "test.pt")):
+        stage(data, ["--out", d, "--size", str(P["size"]), "--n-train", str(P["n_train"]), "--n-val", str(P["n_val"]),
+                     "--n-test", str(P["n_test"]), "--seed", "0"])
+    ref = os.path.join(runs, "proxy", "proxy.pt")
+    if not os.path.exists(os.path.join(runs, "proxy", "proxy_report.json")):
+        stage(proxy, ["--data", d, "--out", os.path.dirname(ref), "--resume", "--device", a.device] + P["proxy"])
+    needed = {scorer for scorer, _, _ in P["grid"]} - {None, "random"}
+    warm = os.path.join(runs, "rate_alchemist", "primary_warm.pt")  # one primary warm-up, shared by every rater
+    for name in [r for r in RATERS if r in needed]:
+        out = os.path.join(runs, f"rate_{name}")
+        scores[name] = os.path.join(out, "scores.npy")
+        if os.path.exists(scores[name]):
+            continue
+        shared = ["--primary", warm] if os.path.exists(warm) else ["--primary-warmup", str(P["primary_warmup"])]
+        stage(metagrad, ["--data", d, "--proxy", ref, "--out", out, "--steps", str(P["meta_steps"]), "--resume",
+                         "--device", a.device] + shared + RATERS[name])
+        stage(rater, ["--data", d, "--rater", os.path.join(out, "rater.pt"), "--out", scores[name], "--device", a.device])
+    scores["random"] = os.path.join(runs, "scores", "uniform.npy")  # random ignores the scores: all equal
+    if not os.path.exists(scores["random"]):
+        data.atomic_save(np.zeros(len(data.load_dataset(d, "train")["defect"]), np.float32), scores["random"])
+    for name in [h for h in HEURISTICS if h in needed]:
+        scores[name] = os.path.join(runs, "scores", f"{name}.npy")
+        if not os.path.exists(scores[name]):
+            stage(prune, ["--data", d, "--score", name, "--out", scores[name], "--device", a.device] +
+                  (["--proxy", ref] if name in ("loss", "grad_norm") else []))
+    return d, scores
+
+
+def subset_for(runs, d, scores, scorer, strategy, keep, seed):
+    """The subset .npy of one run (None for the full set); the seed also seeds the sampling strategies."""
+    if scorer is None:
+        return None
+    path = os.path.join(runs, "subsets", f"{run_name(scorer, strategy, keep)}_s{seed}.npy")
+    if not os.path.exists(path):
+        stage(prune, ["--scores", scores[scorer], "--strategy", strategy, "--keep", str(keep), "--seed", str(seed),
+                      "--out", path, "--data", d], quiet=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One training run (in a worker process): train_t2i.py, then evaluate.py on the final model and on its snapshots
+
+def train_and_evaluate(job):
+    """Train one model and evaluate it; everything it prints goes to RUN/run.log. Returns the metrics row."""
+    torch.set_num_threads(job["threads"])
+    out = job["out"]
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "run.log"), "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        P, every = job["P"], max(1, job["P"]["steps"] // job["P"]["curve_points"])
+        argv = ["--data", job["data"], "--out", out, "--steps", str(P["steps"]), "--batch-size", str(P["batch_size"]),
+                "--seed", str(job["seed"]), "--device", job["device"], "--resume", "--grid-every", str(P["steps"]),
+                "--snapshot-every", str(every if job["curve"] else 0)] + P["target"]
+        if job["subset"]:
+            argv += ["--subset", job["subset"]]
+        argv += job.get("extra", [])  # the online grid: --online ..., --reference ...
+        if not os.path.exists(os.path.join(out, "trained.json")):  # train_t2i.py --resume ends a killed run
+            stage(train_t2i, argv)
+            with open(os.path.join(out, "log.csv")) as f:
+                data.atomic_save({"train_seconds": float(list(csv.DictReader(f))[-1]["seconds"])},
+                                 os.path.join(out, "trained.json"))
+        ev = ["--data", job["data"], "--n-samples", str(P["n_samples"]), "--steps", str(P["sample_steps"]),
+              "--encoder-steps", str(P["encoder_steps"]), "--device", job["device"]]
+        curve = {}
+        for n in range(every, P["steps"], every) if job["curve"] else []:
+            path = os.path.join(out, "curve", f"step{n}.json")
+            if not os.path.exists(path):
+                stage(evaluate, ev + ["--model", os.path.join(out, "snapshots", f"step{n}.pt"), "--out", path])
+            curve[n] = json.load(open(path))["fid"]
+        timing = json.load(open(os.path.join(out, "trained.json")))
+        if not os.path.exists(os.path.join(out, "metrics.json")):  # a finished run's metrics.json is its marker
+            tic = time.time()
+            stage(evaluate, ev + ["--model", os.path.join(out, "model.pt"), "--out", os.path.join(out, "metrics.json")])
+            data.atomic_save(dict(timing, eval_seconds=time.time() - tic), os.path.join(out, "trained.json"))
+        m = json.load(open(os.path.join(out, "metrics.json")))
+        eval_seconds = json.load(open(os.path.join(out, "trained.json"))).get("eval_seconds", 0.0)
+        if job.get("guide"):  # the online grid: the same model sampled with autoguidance too
+            path = os.path.join(out, "metrics_autoguided.json")
+            if not os.path.exists(path):
+                stage(evaluate, ev + ["--model", os.path.join(out, "model.pt"), "--out", path, "--guide", job["guide"],
+                                      "--guidance", str(P["guidance"]), "--cfg", "1"])  # autoguidance alone, as ONLINE.md
+            m["fid_autoguided"] = json.load(open(path))["fid"]
+    curve[P["steps"]] = m["fid"]
+    with open(os.path.join(out, "log.csv")) as f:  # samples seen and seconds at each curve point
+        log = {int(r["step"]): r for r in csv.DictReader(f)}
+    clock = {n: [int(log[n]["samples"]), float(log[n]["seconds"])] for n in curve if n in log}
+    return dict(m, train_seconds=round(timing["train_seconds"], 1), eval_seconds=round(eval_seconds, 1),
+                curve=json.dumps(curve), clock=json.dumps(clock),
+                score_seconds=float(log[max(log)].get("score_seconds") or 0.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tables, the claims and the pictures
+
+FIELDS = ["method", "keep", "seed", "fid", "kid_mean", "clip_score", "geneval_overall", "steps", "train_seconds",
+          "eval_seconds", "n_rows", "noise_rate", "watermark_rate", "curve"]
+
+
+def mean_std(rows, method, keep, key="fid"):
+    v = [float(r[key]) for r in rows if r["method"] == method and abs(float(r["keep"]) - keep) < 1e-9]
+    return (float(np.mean(v)), float(np.std(v)), len(v)) if v else (float("nan"), float("nan"), 0)
+
+
+def fmt(rows, method, keep, key="fid", digits=3):
+    m, s, n = mean_std(rows, method, keep, key)
+    return "–" if n == 0 else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def claims(rows):
+    """The paper's five claims, each with the measured figures and a verdict (mean FID over seeds, lower = better)."""
+    f = lambda method, keep: mean_std(rows, method, keep)[0]
+    full, r50 = f("full", 1.0), f("random", 0.5)
+    a50, a20 = f("alchemist_shift_gsample", 0.5), f("alchemist_shift_gsample", 0.2)
+    top20, g20, ng50 = f("alchemist_top_k", 0.2), f("alchemist_gsample", 0.2), f("alchemist_nogroup_shift_gsample", 0.5)
+    say = lambda ok: "holds" if ok else "does not hold" if ok is not None else "not measured"
+    known = lambda *v: None if any(np.isnan(x) for x in v) else True
+    out = [f"1. Alchemist 50% beats Full on FID: {a50:.3f} vs {full:.3f}: {say(known(a50, full) and a50 < full)}; "
+           f"and Random 50% ({r50:.3f}): Alchemist is {100 * (1 - a50 / r50):.0f}% under it (target: at least 10%)",
+           f"2. Alchemist 20% matches Random 50%: {a20:.3f} vs {r50:.3f}: {say(known(a20, r50) and a20 <= r50)}",
+           f"3. Shift-Gsample beats Top-K and Gsample (20%): {a20:.3f} vs {top20:.3f} and {g20:.3f}: "
+           f"{say(known(a20, top20, g20) and a20 < min(top20, g20))}",
+           f"4. The Group MLP helps (Shift-Gsample 50%): {a50:.3f} with it vs {ng50:.3f} without: "
+           f"{say(known(a50, ng50) and a50 < ng50)}"]
+    ca, cr = _mean_curve(rows, "alchemist_shift_gsample", 0.5), _mean_curve(rows, "random", 0.5)
+    if ca and cr:
+        reach = [n for n in sorted(ca) if ca[n] <= cr[max(cr)]]
+        out.append(f"5. Alchemist 50% reaches Random 50%'s final FID ({cr[max(cr)]:.3f} at step {max(cr)}) "
+                   + (f"at step {reach[0]}: {max(cr) / reach[0]:.1f}x fewer steps" if reach else "at no measured step")
+                   + f": {say(bool(reach) and reach[0] < max(cr))} (mean FID by step, Alchemist "
+                   + ", ".join(f"{n}: {v:.3f}" for n, v in sorted(ca.items())) + "; Random "
+                   + ", ".join(f"{n}: {v:.3f}" for n, v in sorted(cr.items())) + ")")
+    else:
+        out.append("5. Alchemist reaches Random's final quality in fewer steps: not measured (no FID curves)")
+    return out
+
+
+def _mean_curve(rows, method, keep):
+    """{step: mean FID over seeds} from the runs' FID-versus-step curves."""
+    curves = [json.loads(r["curve"]) for r in rows if r["method"] == method and abs(float(r["keep"]) - keep) < 1e-9
+              and r.get("curve")]
+    curves = [c for c in curves if len(c) > 1]
+    if not curves:
+        return {}
+    steps = sorted(set.intersection(*[set(c) for c in curves]), key=int)
+    return {int(n): float(np.mean([c[n] for c in curves])) for n in steps}
+
+
+def results_md(rows, P, preset, seconds):
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    keeps = sorted({float(r["keep"]) for r in rows if float(r["keep"]) < 1})
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines = [f"# Ablation results, preset `{preset}`", "",
+             f"Mean ± std over seeds {seeds}; every model trained {P['steps']} steps of {P['batch_size']} "
+             f"({P['size']}x{P['size']} images, {P['n_train']} training rows); FID and KID on the evaluator's "
+             f"features, {P['n_samples']} samples ({P['sample_steps']} sampler steps, CFG 3). Lower FID/KID and "
+             f"higher CLIP score / GenEval are better. Grid wall time {seconds / 60:.1f} min (all invocations) on {platform.node()} "
+             f"({os.cpu_count()} CPUs, {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}), "
+             f"{time.strftime('%Y-%m-%d')}.", "",
+             "## Table 1: subsets against the full set (FID)", "",
+             "| method | " + " | ".join(f"keep {int(k * 100)}%" for k in keeps) + " | full (100%) |",
+             "|---|" + "---|" * (len(keeps) + 1)]
+    for m in methods:
+        cells = [fmt(rows, m, k) for k in keeps] + [fmt(rows, m, 1.0)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "## All figures", "", "| method | keep | FID | KID | CLIP score | GenEval | noise in samples |",
+              "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        for k in sorted({float(r["keep"]) for r in rows if r["method"] == m}):
+            lines.append(f"| {m} | {int(k * 100)}% | {fmt(rows, m, k)} | {fmt(rows, m, k, 'kid_mean', 4)} | "
+                         f"{fmt(rows, m, k, 'clip_score')} | {fmt(rows, m, k, 'geneval_overall', 2)} | "
+                         f"{fmt(rows, m, k, 'noise_rate', 3)} |")
+    lines += ["", "## The paper's claims, here", ""] + claims(rows)
+    return "\n".join(lines) + "\n"
+
+
+def selection_rows(runs, d, grid, seeds):
+    """Keep rate per defect type of every subset (seed 0): what each method throws away."""
+    train = data.load_dataset(d, "train")
+    defect, names = train["defect"].numpy(), train["defect_names"]
+    out = []
+    for scorer, strategy, keep in grid:
+        if scorer is None:
+            continue
+        rows = np.load(os.path.join(runs, "subsets", f"{run_name(scorer, strategy, keep)}_s{seeds[0]}.npy"))
+        kept = np.zeros(len(defect), bool)
+        kept[rows] = True
+        out.append({"method": method_name(scorer, strategy), "keep": keep,
+                    **{n: round(float(kept[defect == k].mean()), 3) for k, n in enumerate(names) if (defect == k).any()}})
+    return out
+
+
+def line_plot(curves, path, title, xlabel="training step", width=640, height=360):
+    """{label: {step: value}} -> a PNG line chart (Pillow only)."""
+    pts = [(n, v) for c in curves.values() for n, v in c.items()]
+    if not pts:
+        return
+    x0, x1 = 0, max(1, max(n for n, _ in pts))
+    y0, y1 = min(v for _, v in pts), max(v for _, v in pts)
+    y0, y1 = (y0, y1) if y1 > y0 else (y0 - 1, y1 + 1)
+    L, T, W, H = 60, 30, width - 200, height - 70
+    img = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(img)
+    pen.text((L, 8), title, fill="black")
+    pen.rectangle([L, T, L + W, T + H], outline="black")
+    to = lambda n, v: (L + W * (n - x0) / (x1 - x0), T + H - H * (v - y0) / (y1 - y0))
+    for i in range(5):
+        v = y0 + (y1 - y0) * i / 4
+        pen.text((4, to(0, v)[1] - 6), f"{v:.3f}", fill="black")
+    for n in sorted({n for n, _ in pts}):
+        pen.text((to(n, y0)[0] - 10, T + H + 6), str(n), fill="black")
+    pen.text((L + W // 2 - 20, T + H + 22), xlabel, fill="black")
+    for i, (label, c) in enumerate(curves.items()):
+        colour = rater.PALETTE[(i + 1) % len(rater.PALETTE)]
+        xy = [to(n, c[n]) for n in sorted(c)]
+        pen.line(xy, fill=colour, width=2) if len(xy) > 1 else None
+        for x, y in xy:
+            pen.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        pen.text((L + W + 12, T + 16 * i), label, fill=colour)
+    data.atomic_save(img, path)
+
+
+def stack_pngs(paths, labels, path):
+    """Sample grids one above the other, each under its label."""
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    width = max(t.width for t in tiles)
+    img = Image.new("RGB", (width, sum(t.height + 18 for t in tiles)), "white")
+    pen, y = ImageDraw.Draw(img), 0
+    for label, t in zip(labels, tiles):
+        pen.text((4, y + 3), label, fill="black")
+        img.paste(t, (0, y + 18))
+        y += t.height + 18
+    data.atomic_save(img, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The online grid (--online): JEST / early AJEST against uniform batches and the offline Alchemist subset
+
+ONLINE = {"uniform": ["--online", "none"], "jest": ["--online", "jest"], "early_ajest": ["--online", "early_ajest"]}
+
+
+def online_jobs(a, P, runs, d, scores, seeds):
+    """One guide (smaller, trained for guide_fraction of the steps: the reference of JEST/AJEST and the autoguidance
+    guide, ONLINE.md), then every online method and the offline Alchemist 50% subset, each seed; all evaluated with
+    and without autoguidance."""
+    guide_dir = os.path.join(runs, "online", "guide")
+    guide = os.path.join(guide_dir, "model.pt")
+    if not os.path.exists(os.path.join(guide_dir, "trained.json")):
+        stage(train_t2i, ["--data", d, "--out", guide_dir, "--steps", str(max(1, round(P["steps"] * P["guide_fraction"]))),
+                          "--batch-size", str(P["batch_size"]), "--device", a.device, "--resume", "--grid-every", "0"]
+              + P["guide"])
+        data.atomic_save({"train_seconds": 0.0}, os.path.join(guide_dir, "trained.json"))
+    jobs = []
+    for method in list(ONLINE) + ["alchemist_shift_gsample_50"]:
+        for seed in seeds:
+            offline = method not in ONLINE
+            extra = [] if offline or method == "uniform" else ONLINE[method] + [
+                "--reference", guide, "--temperature", str(P["online_temperature"])]
+            jobs.append(dict(name=method, method=method, keep=0.5 if offline else 1.0, seed=seed, data=d, P=P,
+                             subset=subset_for(runs, d, scores, "alchemist", "shift_gsample", 0.5, seed) if offline
+                             else None, device=a.device, out=os.path.join(runs, "online", f"{method}_s{seed}"),
+                             curve=True, extra=extra, guide=guide, threads=1 if a.device != "cuda" else 0))
+    return jobs
+
+
+def online_md(rows, P, preset, seconds):
+    """Equal samples (every run's end) and equal wall-clock time (each run at the time the fastest run took)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    mean = lambda m, k: float(np.mean([float(r[k]) for r in rows if r["method"] == m]))
+    std = lambda m, k: float(np.std([float(r[k]) for r in rows if r["method"] == m]))
+    budget = min(mean(m, "train_seconds") for m in methods)  # the cheapest method's training time
+    lines = [f"# Online selection and autoguidance, preset `{preset}` ({P['steps']} steps of {P['batch_size']})",
+             "", f"Mean ± std over seeds; FID on {P['n_samples']} samples (CFG 3; autoguided: no CFG, guide = a smaller "
+             f"model trained {P['guide_fraction']:.3g} of the steps, weight {P['guidance']}). Grid wall time "
+             f"{seconds / 60:.1f} min on {platform.node()}, {time.strftime('%Y-%m-%d')}.", "",
+             "## At equal samples (every run saw the same number of kept samples)", "",
+             "| method | FID | FID autoguided | CLIP score | GenEval | train seconds | of which scoring | s/step |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | {mean(m, 'fid'):.3f} ± {std(m, 'fid'):.3f} | {mean(m, 'fid_autoguided'):.3f} ± "
+                     f"{std(m, 'fid_autoguided'):.3f} | {mean(m, 'clip_score'):.3f} | {mean(m, 'geneval_overall'):.2f} | "
+                     f"{mean(m, 'train_seconds'):.0f} | {mean(m, 'score_seconds'):.0f} | "
+                     f"{mean(m, 'train_seconds') / P['steps']:.3f} |")
+    lines += ["", f"## At equal wall-clock time ({budget:.0f} s of training, the cheapest method's)", "",
+              "| method | FID at that time (last snapshot within it) | samples seen by then |", "|---|---|---|"]
+    for m in methods:
+        at = []
+        for r in [r for r in rows if r["method"] == m]:
+            curve, clock = json.loads(r["curve"]), json.loads(r["clock"])
+            within = [int(n) for n in clock if clock[n][1] <= budget * 1.02 and n in curve]  # 2%: timing noise
+            if within:
+                n = str(max(within))
+                at.append((curve[n], clock[n][0]))
+        lines.append(f"| {m} | " + (f"{np.mean([f for f, _ in at]):.3f} ({len(at)} seeds) | "
+                                    f"{np.mean([s for _, s in at]):.0f} |" if at else "no snapshot that early | – |"))
+    return "\n".join(lines) + "\n"
+
+
+def run_online(a, P, runs, out, d, scores, seeds, t0, workers):
+    jobs = online_jobs(a, P, runs, d, scores, seeds)
+    rows = []
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
+        for f in tqdm(cf.as_completed(futures), total=len(jobs), desc="online runs"):
+            job, m = futures[f], f.result()
+            rows.append(dict(method=job["method"], seed=job["seed"], **{k: m[k] for k in [
+                "fid", "fid_autoguided", "clip_score", "geneval_overall", "train_seconds", "score_seconds", "curve",
+                "clock"]}))
+    rows.sort(key=lambda r: (list(ONLINE).index(r["method"]) if r["method"] in ONLINE else 9, r["seed"]))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "online.csv.tmp"), "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(os.path.join(out, "online.csv.tmp"), os.path.join(out, "online.csv"))
+    md = online_md(rows, P, a.preset, wall_clock(os.path.join(runs, "online"), time.time() - t0))
+    data.atomic_save(md, os.path.join(out, "online.md"))
+    curves = {}
+    for m in dict.fromkeys(r["method"] for r in rows):
+        pts = {}
+        for r in [r for r in rows if r["method"] == m]:
+            curve, clock = json.loads(r["curve"]), json.loads(r["clock"])
+            for n in curve:
+                if n in clock:
+                    pts.setdefault(n, []).append((clock[n][1], curve[n]))
+        curves[m] = {round(float(np.mean([s for s, _ in v]))): float(np.mean([f for _, f in v])) for v in pts.values()}
+    line_plot(curves, os.path.join(out, "online_fid_vs_seconds.png"), "FID vs training time, mean over seeds (scoring included)",
+              xlabel="training seconds")
+    print(md)
+    print(f"wrote {out}/online.csv, online.md, online_fid_vs_seconds.png")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Run the ablation grid (data, proxy, raters, subsets, training, "
+                                            "evaluation) and write the results table, claims and pictures.")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="quick: 16x16, a reduced grid, about 20 min on 2 CPU cores; paper: the full grid for one GPU")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per method (subsets are re-drawn per seed)")
+    p.add_argument("--workers", type=int, help="training runs at once (default: the preset's; 1 on CUDA)")
+    p.add_argument("--runs", help="working folder (default runs/ablate_<preset>); re-running resumes from it")
+    p.add_argument("--out", help="results folder (default results/<preset>)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
+    p.add_argument("--online", action="store_true",
+                   help="instead of the offline grid: uniform batches, JEST and early AJEST (reference = a smaller "
+                        "guide model), and the offline Alchemist 50%% subset, with and without autoguidance, at "
+                        "equal samples and at equal wall-clock time (writes online.csv, online.md)")
+    a = p.parse_args(argv)
+    if a.seeds < 1 or (a.workers is not None and a.workers < 1):
+        data.fail("--seeds and --workers must be at least 1")
+    P = PRESETS[a.preset]
+    runs, out = a.runs or os.path.join("runs", f"ablate_{a.preset}"), a.out or os.path.join("results", a.preset)
+    cuda = data.pick_device(a.device).type == "cuda"
+    workers = a.workers or (1 if cuda else P["workers"])
+    t0 = time.time()
+    d, scores = prepare(a, P, runs)
+    test = data.load_dataset(d, "test")
+    evaluate.load_encoder(d, test, data.pick_device(a.device), steps=P["encoder_steps"])  # train the cache once, here
+    seeds = list(range(a.seeds))
+    if a.online:
+        return run_online(a, P, runs, out, d, scores, seeds, t0, workers)
+    jobs = []
+    for scorer, strategy, keep in P["grid"]:
+        for seed in seeds:
+            name = run_name(scorer, strategy, keep)
+            jobs.append(dict(name=name, method=method_name(scorer, strategy), keep=keep, seed=seed, data=d, P=P,
+                             subset=subset_for(runs, d, scores, scorer, strategy, keep, seed), device=a.device,
+                             out=os.path.join(runs, "train", f"{name}_s{seed}"), curve=(scorer, strategy, keep) in CURVES,
+                             threads=1 if workers > 1 else torch.get_num_threads()))
+    rows = []
+    n_defect = lambda job: len(np.load(job["subset"])) if job["subset"] else P["n_train"]
+    print(f"{len(jobs)} training runs ({len(P['grid'])} methods x {len(seeds)} seeds), {workers} at a time; "
+          f"each logs to its RUNS/train/<run>/run.log")
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no state shared by accident
+    with cf.ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else contextlib.nullcontext() as pool:
+        if pool:
+            futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
+            results = ((futures[f], f.result) for f in cf.as_completed(futures))
+        else:
+            results = ((job, lambda job=job: train_and_evaluate(job)) for job in jobs)
+        for job, result in tqdm(results, total=len(jobs), desc="ablation runs"):
+            try:
+                m = result()
+            except SystemExit as e:  # a stage refused its input: it wrote why to the run's log
+                data.fail(f"{job['out']}: a stage exited with code {e.code}; see {job['out']}/run.log")
+            rows.append({"method": job["method"], "keep": job["keep"], "seed": job["seed"], "fid": m["fid"],
+                         "kid_mean": m["kid_mean"], "clip_score": m["clip_score"],
+                         "geneval_overall": m["geneval_overall"], "steps": P["steps"],
+                         "train_seconds": m["train_seconds"], "eval_seconds": m["eval_seconds"],
+                         "n_rows": n_defect(job), "noise_rate": m.get("noise_rate", ""),
+                         "watermark_rate": m.get("watermark_rate", ""), "curve": m["curve"]})
+            tqdm.write(f"{job['name']} seed {job['seed']}: FID {m['fid']:.3f}, CLIP {m['clip_score']:.3f}, "
+                       f"GenEval {m['geneval_overall']:.2f}")
+    order = {(j["method"], j["keep"], j["seed"]): i for i, j in enumerate(jobs)}
+    rows.sort(key=lambda r: order[(r["method"], r["keep"], r["seed"])])
+    write_results(rows, runs, out, d, P, a.preset, seeds, jobs, wall_clock(runs, time.time() - t0))
+
+
+def wall_clock(runs, seconds):
+    """Wall-clock seconds of the grid over all its invocations (a resumed grid adds the time of each part)."""
+    path = os.path.join(runs, "wall_seconds.json")
+    total = (json.load(open(path))["seconds"] if os.path.exists(path) else 0.0) + seconds
+    data.atomic_save({"seconds": total}, path)
+    return total
+
+
+def write_results(rows, runs, out, d, P, preset, seeds, jobs, seconds):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.csv.tmp"), "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(os.path.join(out, "results.csv.tmp"), os.path.join(out, "results.csv"))
+    rows = [{k: str(v) for k, v in r.items()} for r in rows]
+    sel = selection_rows(runs, d, P["grid"], seeds)
+    with open(os.path.join(out, "selection.csv.tmp"), "w", newline="") as f:
+        w = csv.DictWriter(f, list(sel[0]))
+        w.writeheader()
+        w.writerows(sel)
+    os.replace(os.path.join(out, "selection.csv.tmp"), os.path.join(out, "selection.csv"))
+    md = results_md(rows, P, preset, seconds)
+    md += "\n## What each selection keeps (seed 0): share of each defect type kept\n\n"
+    md += "| method | keep | " + " | ".join(list(sel[0])[2:]) + " |\n|---|---|" + "---|" * (len(sel[0]) - 2) + "\n"
+    md += "".join(f"| {r['method']} | {int(r['keep'] * 100)}% | " + " | ".join(f"{r[k]:.2f}" for k in list(r)[2:])
+                  + " |\n" for r in sel)
+    data.atomic_save(md, os.path.join(out, "results.md"))
+    curves = {f"{m} {int(k * 100)}%": _mean_curve(rows, m, k) for m, k in
+              [("full", 1.0), ("random", 0.5), ("alchemist_shift_gsample", 0.5)]}
+    line_plot({k: v for k, v in curves.items() if v}, os.path.join(out, "fid_curves.png"),
+              f"FID vs step, mean over {len(seeds)} seeds (lower is better)")
+    os.makedirs(os.path.join(out, "samples"), exist_ok=True)
+    firsts = [j for j in jobs if j["seed"] == seeds[0]]
+    for j in firsts:
+        shutil.copyfile(os.path.join(j["out"], "metrics_samples.png"), os.path.join(out, "samples", f"{j['name']}.png"))
+    shown = [j for j in firsts if j["name"] in ("full", "random_50", "alchemist_shift_gsample_50", "alchemist_top_k_20")]
+    stack_pngs([os.path.join(j["out"], "metrics_samples.png") for j in shown], [j["name"] for j in shown],
+               os.path.join(out, "samples.png"))
+    print(md)
+    print(f"wrote {out}/results.csv, results.md, selection.csv, fid_curves.png, samples.png, samples/ "
+          f"({seconds / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
