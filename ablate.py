@@ -350,7 +350,7 @@ def stack_pngs(paths, labels, path):
 ONLINE = {"uniform": ["--online", "none"], "jest": ["--online", "jest"], "early_ajest": ["--online", "early_ajest"]}
 
 
-def online_jobs(a, P, runs, d, scores, seeds):
+def online_jobs(a, P, runs, d, scores, seeds, workers):
     """One guide (smaller, trained for guide_fraction of the steps: the reference of JEST/AJEST and the autoguidance
     guide, ONLINE.md), then every online method and the offline Alchemist 50% subset, each seed; all evaluated with
     and without autoguidance."""
@@ -370,7 +370,7 @@ def online_jobs(a, P, runs, d, scores, seeds):
             jobs.append(dict(name=method, method=method, keep=0.5 if offline else 1.0, seed=seed, data=d, P=P,
                              subset=subset_for(runs, d, scores, "alchemist", "shift_gsample", 0.5, seed) if offline
                              else None, device=a.device, out=os.path.join(runs, "online", f"{method}_s{seed}"),
-                             curve=True, extra=extra, guide=guide, threads=1 if a.device != "cuda" else 0))
+                             curve=True, extra=extra, guide=guide, threads=1 if workers > 1 else torch.get_num_threads()))
     return jobs
 
 
@@ -408,7 +408,7 @@ def online_md(rows, P, preset, seconds):
 
 
 def run_online(a, P, runs, out, d, scores, seeds, t0, workers):
-    jobs = online_jobs(a, P, runs, d, scores, seeds)
+    jobs = online_jobs(a, P, runs, d, scores, seeds, workers)
     rows = []
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
