@@ -24,6 +24,7 @@ import argparse
 import concurrent.futures as cf
 import contextlib
 import csv
+import io
 import json
 import multiprocessing
 import os
@@ -85,15 +86,14 @@ PRESETS = {
 CURVES = [(None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5)]  # FID-vs-step runs
 
 
+def method_name(scorer, strategy):
+    """'full', 'random', 'alchemist_shift_gsample', ..."""
+    return "full" if scorer is None else "random" if scorer == "random" else f"{scorer}_{strategy}"
+
+
 def run_name(scorer, strategy, keep):
     """'full', 'random_50', 'alchemist_shift_gsample_20', ..."""
-    if scorer is None:
-        return "full"
-    return f"{scorer}_{int(round(keep * 100))}" if scorer == "random" else f"{scorer}_{strategy}_{int(round(keep * 100))}"
-
-
-def method_name(scorer, strategy):
-    return "full" if scorer is None else "random" if scorer == "random" else f"{scorer}_{strategy}"
+    return "full" if scorer is None else f"{method_name(scorer, strategy)}_{int(round(keep * 100))}"
 
 
 def stage(script, argv, quiet=False):
@@ -418,12 +418,7 @@ def run_online(a, P, runs, out, d, scores, seeds, t0, workers):
                 "fid", "fid_autoguided", "clip_score", "geneval_overall", "train_seconds", "score_seconds", "curve",
                 "clock"]}))
     rows.sort(key=lambda r: (list(ONLINE).index(r["method"]) if r["method"] in ONLINE else 9, r["seed"]))
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "online.csv.tmp"), "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(os.path.join(out, "online.csv.tmp"), os.path.join(out, "online.csv"))
+    write_csv(rows, os.path.join(out, "online.csv"))
     md = online_md(rows, P, a.preset, wall_clock(os.path.join(runs, "online"), time.time() - t0))
     data.atomic_save(md, os.path.join(out, "online.md"))
     curves = {}
@@ -480,7 +475,7 @@ def main(argv=None):
                              out=os.path.join(runs, "train", f"{name}_s{seed}"), curve=(scorer, strategy, keep) in CURVES,
                              threads=1 if workers > 1 else torch.get_num_threads()))
     rows = []
-    n_defect = lambda job: len(np.load(job["subset"])) if job["subset"] else P["n_train"]
+    n_rows = lambda job: len(np.load(job["subset"])) if job["subset"] else P["n_train"]
     print(f"{len(jobs)} training runs ({len(P['grid'])} methods x {len(seeds)} seeds), {workers} at a time; "
           f"each logs to its RUNS/train/<run>/run.log")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no state shared by accident
@@ -499,13 +494,22 @@ def main(argv=None):
                          "kid_mean": m["kid_mean"], "clip_score": m["clip_score"],
                          "geneval_overall": m["geneval_overall"], "steps": P["steps"],
                          "train_seconds": m["train_seconds"], "eval_seconds": m["eval_seconds"],
-                         "n_rows": n_defect(job), "noise_rate": m.get("noise_rate", ""),
+                         "n_rows": n_rows(job), "noise_rate": m.get("noise_rate", ""),
                          "watermark_rate": m.get("watermark_rate", ""), "curve": m["curve"]})
             tqdm.write(f"{job['name']} seed {job['seed']}: FID {m['fid']:.3f}, CLIP {m['clip_score']:.3f}, "
                        f"GenEval {m['geneval_overall']:.2f}")
     order = {(j["method"], j["keep"], j["seed"]): i for i, j in enumerate(jobs)}
     rows.sort(key=lambda r: order[(r["method"], r["keep"], r["seed"])])
     write_results(rows, runs, out, d, P, a.preset, seeds, jobs, wall_clock(runs, time.time() - t0))
+
+
+def write_csv(rows, path, fields=None):
+    """A list of dicts as a CSV file, written atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields or list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    data.atomic_save(buf.getvalue(), path)
 
 
 def wall_clock(runs, seconds):
@@ -517,19 +521,10 @@ def wall_clock(runs, seconds):
 
 
 def write_results(rows, runs, out, d, P, preset, seeds, jobs, seconds):
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.csv.tmp"), "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(os.path.join(out, "results.csv.tmp"), os.path.join(out, "results.csv"))
+    write_csv(rows, os.path.join(out, "results.csv"), FIELDS)
     rows = [{k: str(v) for k, v in r.items()} for r in rows]
     sel = selection_rows(runs, d, P["grid"], seeds)
-    with open(os.path.join(out, "selection.csv.tmp"), "w", newline="") as f:
-        w = csv.DictWriter(f, list(sel[0]))
-        w.writeheader()
-        w.writerows(sel)
-    os.replace(os.path.join(out, "selection.csv.tmp"), os.path.join(out, "selection.csv"))
+    write_csv(sel, os.path.join(out, "selection.csv"))
     md = results_md(rows, P, preset, seconds)
     md += "\n## What each selection keeps (seed 0): share of each defect type kept\n\n"
     md += "| method | keep | " + " | ".join(list(sel[0])[2:]) + " |\n|---|---|" + "---|" * (len(sel[0]) - 2) + "\n"

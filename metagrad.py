@@ -85,12 +85,15 @@ def logit_penalty(z, group_logit, decay):
     return decay * (penalty + group_logit.pow(2) if group_logit is not None else penalty)
 
 
-def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_val, eta):
+def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_val, eta, loss_train=None):
     """L_val(theta'(W)) with theta'(W) = theta - eta sum_i W_i grad_theta L(theta; x_i): a scalar whose gradient
     with respect to the weights W [B] is the exact one-step hypergradient (Ren 2018; Calian 2025), and through W(mu)
-    the rater's. x [B,3,H,W], tok [B,L], t [B], noise [B,3,H,W]; the same for the validation batch."""
+    the rater's. x [B,3,H,W], tok [B,L], t [B], noise [B,3,H,W]; the same for the validation batch. loss_train:
+    L(theta; x_i) [B] with its graph, when the caller has it already (meta_step), so that it is not computed twice."""
     names, params = zip(*[(n, p) for n, p in primary.named_parameters()])
-    inner = (W * proxy.rf_loss(primary, x, tok, t, noise)).sum()  # Eq. 10: sum_i W_i L(theta; x_i)
+    if loss_train is None:
+        loss_train = proxy.rf_loss(primary, x, tok, t, noise)
+    inner = (W * loss_train).sum()  # Eq. 10: sum_i W_i L(theta; x_i)
     grads = torch.autograd.grad(inner, params, create_graph=True)  # each a function of W
     theta_new = {n: p - eta * g for n, p, g in zip(names, params, grads)}  # the virtual SGD step theta'(W)
     virtual = lambda x_t, tt, tk: functional_call(primary, theta_new, (x_t, tt, tk))
@@ -98,13 +101,13 @@ def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_
     return proxy.rf_loss(virtual, x_val, tok_val, t_val, noise_val).mean()  # L_val(theta'(W))
 
 
-def exact_signal(primary, W, eta, **b):
+def exact_signal(primary, W, eta, loss_train=None, **b):
     """h_i = d L_val(theta'(W)) / d W_i [B], detached: what raising row i's weight does to the validation loss
     after the virtual step (about -eta grad L_val . grad L(x_i)). sum_i W_i(mu) h_i then has exactly the gradient
     d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below."""
     W = W.detach().requires_grad_(True)
-    loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta)
-    return torch.autograd.grad(loss, W)[0], loss.detach()
+    loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta, loss_train=loss_train)
+    return torch.autograd.grad(loss, W)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3, l
     loss_val = proxy.rf_loss(primary, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean()  # L_val(theta)
     loss_ref_i = None
     if method == "exact":
-        signal, _ = exact_signal(primary, W, eta, **b)  # d L_val(theta'(W)) / d W_i
+        signal = exact_signal(primary, W, eta, loss_i, **b)  # d L_val(theta'(W)) / d W_i; reuses loss_i's graph
     elif simplified:
         signal = loss_i.detach()  # Eq. 9: assume L(theta_ref; x) ~ 0
     else:

@@ -473,9 +473,9 @@ def main(argv=None):
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
     train_all = d if a.split == "train" else data.load_dataset(a.data, "train")
-    per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device) if a.report == "full" else []
-    for k, name in enumerate(train_all["defect_names"] if a.report == "full" else []):
-        if (train_all["defect"] == k).any():
+    per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device) if a.report == "full" else None
+    for k, name in enumerate(train_all["defect_names"]):
+        if per_row is not None and (train_all["defect"] == k).any():
             report[f"loss_{name}"] = per_row[train_all["defect"] == k].mean().item()
     if "loss_misaligned" in report:
         report["misaligned_over_clean"] = report["loss_misaligned"] / report["loss_clean"]
