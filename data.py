@@ -196,16 +196,16 @@ def draw(objects, size, supersample=4):
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def random_scene(rng):
-    """One or two objects in distinct cells: list of (shape, colour, scale, cell)."""
-    n = rng.integers(1, 3)
+def random_scene(rng, max_objects=2):
+    """One to `max_objects` (1 or 2) objects in distinct cells: list of (shape, colour, scale, cell)."""
+    n = rng.integers(1, max_objects + 1)
     cells = rng.choice(9, size=n, replace=False)
     return [(int(rng.integers(4)), int(rng.integers(6)), int(rng.integers(2)), int(c)) for c in cells]
 
 
-def generate(n, size, rng, mix):
+def generate(n, size, rng, mix, max_objects=2):
     """n rows: images uint8 [n,3,H,W], captions, defect [n], objects int64 [n,2,4] (-1 = no second object)."""
-    scenes = [random_scene(rng) for _ in range(n)]
+    scenes = [random_scene(rng, max_objects) for _ in range(n)]
     images = np.stack([draw(s, size) for s in scenes])
     captions = [" and ".join(describe(o) for o in s) for s in scenes]
     objects = np.full((n, 2, 4), -1, dtype=np.int64)
@@ -226,7 +226,7 @@ def generate(n, size, rng, mix):
     own = [captions[i] for i in r]
     for i, c in zip(r, own[-1:] + own[:-1]):
         while c == captions[i]:
-            c = " and ".join(describe(o) for o in random_scene(rng))
+            c = " and ".join(describe(o) for o in random_scene(rng, max_objects))
         captions[i] = c
     # noise: 30% image, 70% uniform noise
     r = rows["noise"]
@@ -256,7 +256,7 @@ def generate(n, size, rng, mix):
 
 
 def make_split(n, size, rng, mix, meta):
-    images, captions, defect, objects = generate(n, size, rng, mix)
+    images, captions, defect, objects = generate(n, size, rng, mix, meta.get("max_objects", 2))
     vocab = shapes_vocab()
     return {"images": images, "tokens": tokenize(captions, vocab, MAX_TOKENS), "captions": captions, "vocab": vocab,
             "defect": defect, "defect_names": DEFECT_NAMES, "objects": objects,
@@ -403,6 +403,8 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=1000, help="clean test rows (evaluation prompts and references)")
     p.add_argument("--size", type=int, default=32, help=f"image side in pixels, one of {SIZES}")
     p.add_argument("--seed", type=int, default=0, help="generator seed; train, val and test use disjoint streams")
+    p.add_argument("--max-objects", type=int, default=2, choices=[1, 2],
+                   help="objects per scene: 1 or 2 (2: one or two; 1: a simpler grammar that small models learn fast)")
     p.add_argument("--defects", default="default", help=f"defect mix of the training split: {list(DEFECT_MIXES)}")
     p.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
     p.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
@@ -424,7 +426,7 @@ def main(argv=None):
             meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10")
             splits = split_real(images, captions, defect, rng_train, meta, a.n_val, a.n_test)
         else:
-            meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects])
+            meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects], max_objects=a.max_objects)
             splits = {"train": make_split(a.n_train, a.size, rng_train, DEFECT_MIXES[a.defects], dict(meta, split="train")),
                       "val": make_split(a.n_val, a.size, rng_val, {}, dict(meta, split="val")),
                       "test": make_split(a.n_test, a.size, rng_test, {}, dict(meta, split="test"))}

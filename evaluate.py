@@ -136,7 +136,8 @@ def encoder_pairs(data_dir, test, cfg):
         val = load_dataset(data_dir, "val")
         return (val["images"], val["tokens"]), (test["images"], test["tokens"])
     rng = np.random.default_rng(np.random.SeedSequence([EVAL_STREAM, cfg["seed"]]))
-    images, captions, _, _ = data.generate(cfg["n_train"] + cfg["n_held_out"], cfg["size"], rng, {})  # all clean
+    images, captions, _, _ = data.generate(cfg["n_train"] + cfg["n_held_out"], cfg["size"], rng, {},
+                                           cfg["max_objects"])  # all clean, the test set's grammar
     tokens = tokenize(captions, cfg["vocab"], cfg["length"])
     n = cfg["n_train"]
     return (images[:n], tokens[:n]), (images[n:], tokens[n:])
@@ -191,7 +192,8 @@ def load_encoder(data_dir, test, device="cpu", **overrides):
     Returns (model, checkpoint dict without the weights)."""
     shapes = test["meta"].get("generator") == "shapes"
     cfg = {**ENCODER, **overrides, "size": test["images"].shape[-1], "length": test["tokens"].shape[1],
-           "vocab": list(test["vocab"]), "source": "generated shapes" if shapes else "val split"}
+           "vocab": list(test["vocab"]), "source": "generated shapes" if shapes else "val split",
+           "max_objects": test["meta"].get("max_objects", 2)}
     path = os.path.join(data_dir, "evaluator.pt")
     try:
         ckpt = load_pt(path, "evaluator") if os.path.isfile(path) else {}
