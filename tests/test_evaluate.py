@@ -63,6 +63,24 @@ def test_fid_survives_more_dimensions_than_samples():
     assert np.isfinite(evaluate.fid(x, x + 0.5)) and evaluate.fid(x, x + 0.5) == pytest.approx(64 * 0.25, rel=1e-6)
 
 
+def test_fid_uses_each_sets_unbiased_covariance_as_numpy_computes_it():
+    rng = np.random.default_rng(5)  # few samples and different covariances: 1/N against 1/(N - 1) shows
+    a = rng.normal(size=(12, 3)) @ rng.normal(size=(3, 3))
+    b = rng.normal(size=(17, 3)) * np.array([0.5, 2.0, 1.0]) + 1.0
+    expected = fid_by_eigvals(a.mean(0), np.cov(a, rowvar=False, ddof=1), b.mean(0), np.cov(b, rowvar=False, ddof=1))
+    assert evaluate.fid(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_kid_of_whole_sets_is_the_unbiased_mmd_counted_pair_by_pair():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(7, 4)), rng.normal(size=(7, 4)) + 0.3
+    k = lambda x, y: (x @ y / 4 + 1) ** 3
+    within = lambda s: sum(k(s[i], s[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    expected = within(a) + within(b) - 2 * sum(k(x, y) for x in a for y in b) / 49
+    mean, std = evaluate.kid(a, b, n_subsets=3, subset_size=7)  # each subset is the whole set, shuffled
+    assert mean == pytest.approx(expected, rel=1e-10) and std < 1e-10
+
+
 def test_kid_is_about_zero_for_one_distribution_and_positive_when_shifted():
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(400, 32)), rng.normal(size=(400, 32))

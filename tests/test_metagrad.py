@@ -1,4 +1,5 @@
 """Properties of the meta-gradient loop (metagrad.py): the exact hypergradient, the baseline, resume, the CLI."""
+import copy
 import csv
 
 import pytest
@@ -54,20 +55,38 @@ def test_exact_hypergradient_matches_central_finite_differences_in_float64(tiny_
         assert abs(exact) > 1e-8 and abs(fd - exact) < 1e-3 * abs(exact), (exact, fd)
 
 
-def test_the_surrogate_sum_W_h_has_the_rater_gradient_of_the_validation_loss_after_the_virtual_step(tiny_shapes):
-    # the chain rule that lets the exact method share Eq. 6's form: d/dmu sum_i W_i(mu) h_i = d L_val(theta'(W(mu)))/dmu
+def per_row_grads(model, x, tok, t, noise):
+    """grad_theta L(theta; x_i) of each row on its own draw, one backward per row: a list over rows of lists."""
+    params = list(model.parameters())
+    return [torch.autograd.grad(proxy.rf_loss(model, x[i:i + 1], tok[i:i + 1], t[i:i + 1], noise[i:i + 1]).sum(),
+                                params) for i in range(len(x))]
+
+
+def val_after_virtual_step(primary, W, eta, grads, b):
+    """L_val(theta - eta sum_i W_i grad L_i), the virtual step made by hand on a copy: the loss and the copy."""
+    virtual = copy.deepcopy(primary)
+    with torch.no_grad():
+        for k, p in enumerate(virtual.parameters()):
+            p.sub_(eta * sum(W[i] * grads[i][k] for i in range(len(W))))
+    return proxy.rf_loss(virtual, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean(), virtual
+
+
+def test_exact_signal_is_minus_eta_grad_val_after_the_step_dot_grad_row_and_a_step_against_it_lowers_val(tiny_shapes):
+    # theta'(W) = theta - eta sum_i W_i grad L_i(theta), so d theta' / d W_i = -eta grad L_i(theta) and
+    # h_i = -eta grad L_val(theta') . grad L_i(theta) exactly: the virtual step's sign and size, computed by hand
     d = data.load_dataset(tiny_shapes)
     primary = tiny_proxy(len(d["vocab"]), nudge=0.05).double()
-    torch.manual_seed(1)
-    r = rater.Rater(12, width=8, temperature=0.5).double()
     b, eta = batch(d), 0.5
-    W = r(b["feats"])[0]
-    direct = torch.autograd.grad(metagrad.exact_rater_loss(primary, W, **{k: x for k, x in b.items() if k != "feats"},
-                                                           eta=eta), list(r.parameters()))
+    W = torch.tensor([0.3, 0.1, 0.4, 0.2], dtype=torch.float64)
     h = metagrad.exact_signal(primary, W, eta, **b)
-    surrogate = torch.autograd.grad((r(b["feats"])[0] * h).sum(), list(r.parameters()))
-    for name, a, c in zip([n for n, _ in r.named_parameters()], direct, surrogate):  # adapter, instance and group
-        assert a.abs().max() > 1e-10 and torch.allclose(a, c, rtol=1e-9, atol=1e-12), name
+    grads = per_row_grads(primary, b["x"], b["tok"], b["t"], b["noise"])
+    loss_val, virtual = val_after_virtual_step(primary, W, eta, grads, b)
+    grad_val = torch.autograd.grad(loss_val, list(virtual.parameters()))
+    expected = torch.stack([-eta * sum((gv * gi).sum() for gv, gi in zip(grad_val, grads[i])) for i in range(4)])
+    assert expected.abs().min() > 1e-8 and torch.allclose(h, expected, rtol=1e-9, atol=0), (h, expected)
+    # moving the weights against h lowers the validation loss after the (hand-made) virtual step
+    W_new = W - 0.05 * h / h.norm()
+    assert val_after_virtual_step(primary, W_new, eta, grads, b)[0] < loss_val
 
 
 def test_exact_hypergradient_vanishes_with_a_zero_virtual_step(tiny_shapes):
@@ -106,6 +125,146 @@ def test_baseline_leaves_the_instance_gradient_unchanged_and_flips_W_batch_gradi
     assert all(torch.allclose(a, -c, atol=1e-6) for a, c in zip(out[batch_gap - 0.3][2], out[batch_gap + 0.3][2]))
 
 
+def test_rater_objective_is_the_scaled_signal_minus_the_running_baseline_plus_the_logit_prior():
+    torch.manual_seed(0)
+    r, f = rater.Rater(12, width=8), torch.randn(16, 12)
+    signal = torch.rand(16, generator=torch.Generator().manual_seed(1)) + 0.5
+    z, g = r.logits(f)
+    W = r.instance_weights(z) * torch.sigmoid(g)
+    w_inst = (W / W.sum()).detach()
+    s = dict(scale=2.0, baseline=0.7)  # a run in progress: s_k and b_k from earlier steps
+    loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
+    scale = metagrad.SIGNAL_DECAY * 2.0 + (1 - metagrad.SIGNAL_DECAY) * signal.std().item()
+    assert s["scale"] == pytest.approx(scale, rel=1e-6) and s["baseline"] == 0.7  # b_k moves after the step only
+    assert batch_signal == pytest.approx((w_inst * signal / scale).sum().item(), rel=1e-5)
+    expected = (W * (signal / scale - 0.7)).sum() + 0.05 * (z.pow(2).mean() + g.pow(2))
+    assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
+    # the first step: s_1 is the batch's std and b_1 the batch's own weighted signal, so the group logit feels only
+    # the prior (d/dg = W_batch (1 - W_batch) (sum_i w_inst_i h_i - b) + 0.05 * 2 g, the first term 0)
+    s = dict(scale=None, baseline=None)
+    loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
+    assert s["scale"] == pytest.approx(signal.std().item()) and s["baseline"] == batch_signal
+    assert torch.allclose(torch.autograd.grad(loss, g)[0], 0.1 * g, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One meta step, against steps made by hand: Eq. 6's gap, Eq. 4's reference step, Eq. 5's primary step
+
+def meta_state(vocab_size, r=None, lr=1e-3):
+    """What metagrad.main hands meta_step, in float64: primary and reference differ (seeds 0 and 1)."""
+    primary = tiny_proxy(vocab_size, seed=0, nudge=0.05).double()
+    reference = tiny_proxy(vocab_size, seed=1, nudge=0.05).double()
+    if r is None:
+        torch.manual_seed(2)
+        r = rater.Rater(12, width=8).double()
+    return dict(primary=primary, reference=reference, rater=r, baseline=None, scale=None,
+                opt_primary=metagrad.adamw(primary, lr), opt_ref=metagrad.adamw(reference, lr),
+                opt_rater=torch.optim.AdamW(r.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05))
+
+
+def plain_step(model, loss_fn, lr=1e-3):
+    """One AdamW step (betas 0.9, 0.95, no decay, clip 1.0) on a copy of `model`: the copy after it."""
+    model = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    loss_fn(model).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return model
+
+
+def same_weights(a, b, atol=1e-12):
+    return all(torch.allclose(p, q, rtol=0, atol=atol) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("simplified", [False, True])
+def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_moves(tiny_shapes, monkeypatch,
+                                                                                     simplified):
+    d = data.load_dataset(tiny_shapes)
+    s, b = meta_state(len(d["vocab"])), batch(d)
+    draws = (b["x"], b["tok"], b["t"], b["noise"])
+    with torch.no_grad():  # Eq. 6: L(theta; x_i) - L(theta_ref; x_i) on the same (t, noise); Eq. 9: L(theta; x_i)
+        gap = proxy.rf_loss(s["primary"], *draws) - (0 if simplified else proxy.rf_loss(s["reference"], *draws))
+        z, group_logit = copy.deepcopy(s["rater"]).logits(b["feats"])
+    seen, real = [], metagrad.rater_objective
+    monkeypatch.setattr(metagrad, "rater_objective", lambda *a: seen.append(a[4].clone()) or real(*a))
+    out = metagrad.meta_step(s, b, simplified=simplified)
+    assert torch.allclose(seen[0], gap, rtol=1e-10, atol=1e-12), (seen[0], gap)
+    # the state and the log follow from that gap: s_1 its std, b_1 its weighted mean over s_1, W_batch, the entropy
+    w_inst = torch.softmax(torch.sigmoid(z) / s["rater"].temperature, 0)
+    assert s["scale"] == pytest.approx(gap.std().item(), rel=1e-9)
+    assert s["baseline"] == pytest.approx((w_inst * gap).sum().item() / gap.std().item(), rel=1e-9)
+    assert out["W_batch"] == pytest.approx(torch.sigmoid(group_logit).item(), rel=1e-12)
+    assert out["entropy"] == pytest.approx((-(w_inst * w_inst.log()).sum() / torch.log(torch.tensor(4.0))).item())
+
+
+class WorseOnFirstRows(proxy.DiT):
+    """A reference whose prediction is off by 10 on the first two rows of every batch: its loss there is raised."""
+
+    def forward(self, x, t, tokens):
+        v = super().forward(x, t, tokens)
+        return v + torch.cat([torch.full_like(v[:2], 10.0), torch.zeros_like(v[2:])])
+
+
+def test_a_reference_worse_on_chosen_rows_makes_the_rater_raise_those_rows_logits(tiny_shapes):
+    # a raised L(theta_ref; x_i) lowers the gap of rows 0 and 1: the rater must come to prefer them
+    d = data.load_dataset(tiny_shapes)
+    s, b = meta_state(len(d["vocab"])), batch(d)
+    worse = WorseOnFirstRows(**s["reference"].config).double()
+    worse.load_state_dict(s["reference"].state_dict())
+    s["reference"], s["opt_ref"] = worse, metagrad.adamw(worse, 1e-3)
+    s["opt_rater"] = torch.optim.AdamW(s["rater"].parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.05)
+    b["feats"][:2, 0], b["feats"][2:, 0] = 2.0, -2.0  # the chosen rows are readable from the features
+    margin = lambda: (lambda z: z[:2].mean() - z[2:].mean())(s["rater"].logits(b["feats"])[0]).item()
+    before = margin()
+    for _ in range(10):
+        metagrad.meta_step(s, b)
+    assert margin() > before + 0.5, (before, margin())
+
+
+@pytest.mark.parametrize("method, simplified", [("alchemist", False), ("alchemist", True), ("exact", False)])
+def test_eq4_the_reference_takes_a_plain_step_on_the_batch_in_alchemist_and_none_in_the_others(tiny_shapes, method,
+                                                                                               simplified):
+    d = data.load_dataset(tiny_shapes)
+    s, b = meta_state(len(d["vocab"])), batch(d)
+    expected = plain_step(s["reference"], lambda m: proxy.rf_loss(m, b["x"], b["tok"], b["t"], b["noise"]).mean())
+    before = copy.deepcopy(s["reference"])
+    metagrad.meta_step(s, b, method, simplified)
+    if method == "alchemist" and not simplified:  # Eq. 4: mean_i L(theta_ref; x_i), unweighted, on the batch's draws
+        assert same_weights(s["reference"], expected) and not same_weights(s["reference"], before)
+    else:  # Eq. 9 and the exact method have no reference: it must not move
+        assert same_weights(s["reference"], before, atol=0)
+
+
+def one_row_rater(row, n=4):
+    """A rater (no group head, tau 1e-3) whose weights are exactly one-hot on `row` for features one_row_feats."""
+    r = rater.Rater(12, width=4, hidden=4, temperature=1e-3, use_group=False).double()
+    with torch.no_grad():
+        for p in r.parameters():
+            p.zero_()
+        r.adapter[0].weight[0, 0] = r.instance[0].weight[0, 0] = 1.0  # z = 100 GELU(GELU(f_0)) - 20
+        r.instance[2].weight[0, 0], r.instance[2].bias[0] = 100.0, -20.0
+    f = torch.full((n, 12), -3.0, dtype=torch.float64)
+    f[row] = 3.0
+    return r, f
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_eq5_the_primary_steps_on_the_weighted_rows_and_the_validation_batch_in_the_share_gamma(tiny_shapes, gamma):
+    # gamma 0 and all weight on row 2: a plain step on row 2 alone; gamma 1: a plain step on the validation batch
+    d = data.load_dataset(tiny_shapes)
+    r, f = one_row_rater(2)
+    s, b = meta_state(len(d["vocab"]), r=r), batch(d)
+    b["feats"] = f
+    W = r(f)[0]
+    assert W[2] == 1 and W.sum() == 1  # one-hot to float64 precision
+    row = lambda m: proxy.rf_loss(m, b["x"][2:3], b["tok"][2:3], b["t"][2:3], b["noise"][2:3]).sum()
+    val = lambda m: proxy.rf_loss(m, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean()
+    expected = plain_step(s["primary"], row if gamma == 0 else val)
+    other = plain_step(s["primary"], val if gamma == 0 else row)
+    metagrad.meta_step(s, b, "alchemist", False, gamma)
+    assert same_weights(s["primary"], expected, atol=1e-10) and not same_weights(s["primary"], other, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The command line: each method, resume, non-finite losses
 
@@ -134,7 +293,12 @@ def test_cli_runs_each_method_and_writes_rater_and_log(tiny_shapes, proxy_file, 
     expected = {"val_primary", "val_reference", "W_batch", "z_min", "z_max", "z_std", "entropy", "auroc_misaligned",
                 "auroc_noise", "auroc_duplicate"}
     assert expected <= set(rows[0])
-    assert all(0 <= float(row["auroc_noise"]) <= 1 and 0 < float(row["entropy"]) <= 1 for row in rows)
+    # the logged AUROCs are those of the saved rater's logits on the saved features (clean vs each type)
+    r, feats = rater.load_rater(str(tmp_path / "rater.pt"))[0], torch.load(tmp_path / "metagrad_state.pt",
+                                                                           weights_only=True)["feats"]
+    with torch.no_grad():
+        aurocs = rater.aurocs_by_type(r.logits(feats)[0].numpy(), d["defect"].numpy(), d["defect_names"])
+    assert all(float(rows[-1][f"auroc_{n}"]) == pytest.approx(v, abs=5e-5) for n, v in aurocs.items()), aurocs
     trains_reference = "exact" not in flags and "--simplified" not in flags  # only Eq. 4-6 trains theta_ref
     assert (rows[0]["val_reference"] != "") == trains_reference
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -132,6 +132,19 @@ def test_jest_select_samples_rows_in_proportion_to_the_softmax_of_score_over_tem
     assert torch.allclose(counts / n, (score / temperature).softmax(0), atol=0.015)
 
 
+def test_online_selection_at_temperature_zero_keeps_the_rows_of_highest_learnability(shapes):
+    learner, reference = tiny_model(0), tiny_model(1, width=16)
+    sel = train_t2i.OnlineSelection("jest", reference, batch_size=4, factor=3, temperature=0.0)
+    x0, tok, t, noise = super_batch(shapes)
+    images = ((x0 + 1) * 127.5).round().byte()
+    keep = sel(0, learner, images, tok, t, noise, torch.Generator())
+    x = data.to_float(images)
+    with torch.no_grad():  # learnability by hand: learner minus reference on the same draws
+        score = proxy.rf_loss(learner, x, tok, t=t, noise=noise) - proxy.rf_loss(reference, x, tok, t=t, noise=noise)
+    top = set(score.topk(4).indices.tolist())
+    assert set(keep.tolist()) == top and top != {0, 1, 2, 3}
+
+
 def test_early_ajest_scores_until_the_switch_then_draws_plain_batches(shapes):
     """After the switch early AJEST draws only batch_size rows and never runs either model again."""
     learner = tiny_model(0)

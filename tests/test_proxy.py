@@ -137,6 +137,72 @@ def test_sampler_is_deterministic_in_range_and_cfg_one_is_the_conditional_model(
     assert torch.allclose(proxy.sample_images(model, tok[:3], steps=4, cfg=1.0, seed=7), x.clamp(-1, 1), atol=1e-6)
 
 
+def test_rf_loss_is_zero_for_the_true_velocity_and_the_squared_target_for_a_zero_prediction():
+    g = torch.Generator().manual_seed(0)
+    x0, noise = (torch.randn(3, 3, 16, 16, generator=g, dtype=torch.float64) for _ in range(2))
+    t, tok = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64), torch.ones(3, 4, dtype=torch.long)
+    # x_t = (1 - t) x0 + t eps, so (x_t - x0) / t = eps - x0, the velocity the model must predict
+    true_velocity = lambda x, tt, tokens: (x - x0) / tt.view(-1, 1, 1, 1)
+    assert proxy.rf_loss(true_velocity, x0, tok, t, noise).abs().max() < 1e-20
+    zero = lambda x, tt, tokens: torch.zeros_like(x)
+    assert torch.allclose(proxy.rf_loss(zero, x0, tok, t, noise), (noise - x0).pow(2).mean((1, 2, 3)), rtol=1e-12)
+
+
+def test_cfg_extrapolates_from_the_null_captions_velocity_towards_the_captions(batch):
+    """Hand-rolled Euler with v = v_null + cfg (v_text - v_null) at cfg 3."""
+    _, tok = batch
+    model = tiny_model(width=32, depth=1, heads=2)
+    for p in model.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    null = data.null_tokens(3, tok.shape[1])
+    x = torch.randn((3, 3, 16, 16), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        for i in range(4):
+            t = torch.full((3,), 1 - i / 4)
+            v_text, v_null = model(x, t, tok[:3]), model(x, t, null)
+            x = x - (v_null + 3.0 * (v_text - v_null)) / 4
+    assert torch.allclose(proxy.sample_images(model, tok[:3], steps=4, cfg=3.0, seed=7), x.clamp(-1, 1), atol=1e-5)
+
+
+class KnownSelection:
+    """A `select` hook for proxy.train that draws 12 rows and keeps a fixed choice of 4, in a fixed order."""
+    size = 12
+
+    def __init__(self, keep):
+        self.keep, self.seen = keep, []
+
+    def __call__(self, step, model, images, tokens, t, noise, gen):
+        self.seen.append((images.clone(), tokens.clone(), t.clone(), noise.clone()))
+        return self.keep
+
+    def log(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_the_selection_hook_decides_the_rows_trained_on_with_the_draws_they_were_scored_on(tiny_shapes, tmp_path,
+                                                                                          monkeypatch):
+    d, keep = data.load_dataset(tiny_shapes), torch.tensor([11, 3, 7, 0])  # not the first 4 rows, not in order
+    select, trained, real = KnownSelection(keep), [], proxy.rf_loss
+
+    def spy(model, x0, tokens, t=None, noise=None, **kw):  # what each training step's loss is computed on
+        trained.append((x0.clone(), tokens.clone(), t.clone(), noise.clone()))
+        return real(model, x0, tokens, t=t, noise=noise, **kw)
+
+    monkeypatch.setattr(proxy, "rf_loss", spy)
+    proxy.train(tiny_model(width=32, depth=1, heads=2), d["images"], d["tokens"], str(tmp_path / "m.pt"), d["vocab"],
+                steps=2, batch_size=4, lr=1e-3, seed=0, device=torch.device("cpu"), select=select)
+    assert len(trained) == len(select.seen) == 2
+    for (images, tokens, t, noise), (x0, tok_kept, t_kept, noise_kept) in zip(select.seen, trained):
+        assert torch.equal(x0, data.to_float(images[keep])) and torch.equal(tok_kept, tokens[keep])
+        assert torch.equal(t_kept, t[keep]) and torch.equal(noise_kept, noise[keep])
+
+
 def test_resumed_training_ends_with_the_uninterrupted_runs_weights(tiny_shapes, tmp_path):
     d = data.load_dataset(tiny_shapes)
     run = lambda path, steps, resume: proxy.train(

@@ -54,6 +54,36 @@ def test_the_group_head_sees_the_batch_swapping_half_of_it_changes_W_batch():
     assert torch.allclose(z[:8], z_mixed[:8], atol=1e-6)  # the instance logit of a kept row does not move
 
 
+def test_the_group_head_reads_the_mean_and_the_variance_of_the_batch():
+    r, f = tiny_rater(), feats(16)
+    with torch.no_grad():
+        h = r.adapter(f)
+        by_hand = r.group(torch.cat([h.mean(0), h.var(0, unbiased=False)])).squeeze(-1)
+        assert torch.allclose(r.logits(f)[1], by_hand, atol=1e-6)
+        # with the adapter as the identity: equal means, spreads 1x and 2x -> another W_batch; the mirror image of a
+        # batch about its mean (the same mean and variance) -> the same W_batch
+        r.adapter = torch.nn.Identity()
+        f = feats(16, d=8)  # width 8: the group head reads 2 x 8 numbers
+        wide, mirror = f.mean(0) + 2 * (f - f.mean(0)), 2 * f.mean(0) - f
+        assert torch.allclose(wide.mean(0), f.mean(0), atol=1e-6)
+        assert abs(r(f)[2] - r(wide)[2]) > 1e-3 and torch.allclose(r(f)[2], r(mirror)[2], atol=1e-6)
+
+
+def test_score_rows_is_z_plus_the_mean_group_logit_of_each_rows_batches_recomputed_by_hand():
+    r, f = tiny_rater(), feats(40)
+    with torch.no_grad():
+        r.group[2].bias.fill_(1.5)  # a group logit far from 0, so that its sign shows
+        z, whole = r.logits(f)
+        assert torch.allclose(rater.score_rows(r, f, shuffles=1, batch_size=40), z + whole, atol=1e-6)  # one batch
+        expected, gen = z.clone(), torch.Generator().manual_seed(3)  # two batchings into two batches of 20
+        for _ in range(2):
+            perm = torch.randperm(40, generator=gen)
+            for rows in (perm[:20], perm[20:]):
+                expected[rows] += r.logits(f[rows])[1] / 2
+        assert torch.allclose(rater.score_rows(r, f, shuffles=2, batch_size=20, seed=3), expected, atol=1e-6)
+        assert (expected - z).std() > 1e-3  # rows in different company get different group terms
+
+
 def test_weights_sum_to_W_batch_and_the_temperature_bounds_their_ratio():
     for tau in [1.0, 0.2]:
         r = tiny_rater(temperature=tau)
@@ -144,7 +174,11 @@ def test_scoring_cli_writes_finite_float32_scores_a_report_and_a_histogram(tiny_
     assert scores.dtype == np.float32 and scores.shape == (400,) and np.isfinite(scores).all()
     report = json.load(open(tmp_path / "scores_report.json"))
     assert {"auroc_misaligned", "auroc_noise", "mean_percentile_clean", "mean_percentile_duplicate"} <= set(report)
-    assert all(0 <= report[k] <= 1 for k in report if k.startswith("auroc_"))
+    defect = data.load_dataset(tiny_shapes)["defect"].numpy()
+    for k, name in enumerate(data.load_dataset(tiny_shapes)["defect_names"]):  # pairwise count, ties 1/2
+        if k > 0 and (defect == k).any():
+            clean, bad = scores[defect == 0][:, None], scores[defect == k][None, :]
+            assert report[f"auroc_{name}"] == pytest.approx(((clean > bad) + 0.5 * (clean == bad)).mean(), abs=1e-12)
     assert report["n_samples"] == 400
     assert os.path.getsize(tmp_path / "scores_hist.png") > 1000
     assert "wrote" in capsys.readouterr().out.strip().splitlines()[-1]

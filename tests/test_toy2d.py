@@ -88,6 +88,12 @@ def test_learnability_of_two_identical_models_is_exactly_zero_because_both_see_t
     x0, t, noise = torch.randn(100, 2), torch.rand(100), torch.randn(100, 2)
     s, l_learn, l_ref = toy2d.learnability(a, b, x0, t, noise)
     assert torch.equal(s, torch.zeros(100)) and torch.equal(l_learn, l_ref)
+    # two different models: the learner's loss minus the reference's, each on the same (t, eps)
+    c = models(1)
+    score = toy2d.learnability(a, c, x0, t, noise)[0]
+    with torch.no_grad():
+        assert torch.equal(score, toy2d.rf_loss(a, x0, t, noise) - toy2d.rf_loss(c, x0, t, noise))
+    assert score.abs().min() > 0
     # the variants: hard learner = learner loss, easy reference = minus reference loss
     assert torch.equal(toy2d.learnability(a, models(1), x0, t, noise, "hard_learner")[0], l_learn)
     assert torch.equal(toy2d.learnability(models(1), a, x0, t, noise, "easy_reference")[0], -l_ref)
