@@ -37,7 +37,7 @@ SCALES = {"small": 0.26, "large": 0.44}  # object radius as a fraction of the ce
 CELLS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 BACKGROUND = (24, 24, 32)
 SPECIALS = ["<pad>", "<unk>", "<null>"]  # <pad> = 0; "<null>" alone is the caption dropped for guidance
-MAX_TOKENS = 20  # longest template caption is 17 words
+MAX_TOKENS = {1: 8, 2: 20}  # caption length by --max-objects: the longest captions have 8 and 17 words
 DEFECT_NAMES = ["clean", "misaligned", "noise", "blur", "watermark", "duplicate"]
 # Defect mixes: fraction of training rows per defect. "default" is about 40% defective; the noise and the misaligned
 # captions are what make the full set measurably worse than its clean part (README, "What the defects cost").
@@ -258,7 +258,8 @@ def generate(n, size, rng, mix, max_objects=2):
 def make_split(n, size, rng, mix, meta):
     images, captions, defect, objects = generate(n, size, rng, mix, meta.get("max_objects", 2))
     vocab = shapes_vocab()
-    return {"images": images, "tokens": tokenize(captions, vocab, MAX_TOKENS), "captions": captions, "vocab": vocab,
+    length = MAX_TOKENS[meta.get("max_objects", 2)]  # no more padding than the grammar needs: shorter is faster
+    return {"images": images, "tokens": tokenize(captions, vocab, length), "captions": captions, "vocab": vocab,
             "defect": defect, "defect_names": DEFECT_NAMES, "objects": objects,
             "label_names": {"shape": SHAPES, "colour": list(COLOURS), "size": list(SCALES), "cell": CELLS},
             "meta": meta}
@@ -365,20 +366,25 @@ def split_real(images, captions, defect, rng, meta, n_val, n_test):
 # ----------------------------------------------------------------------------------------------------------------
 # Preview: a grid of samples with their captions and defect labels
 
-def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=None):
+def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=None, labels=None, cell_w=288):
     """The one writer of picture grids: each cell is a list of uint8 [3,H,W] images stacked top to bottom, with its
-    caption (two lines, in colours[i] if given) under it; `footer` is a grey line at the bottom."""
+    caption (two lines, in colours[i] if given) under it; `footer` is a grey line at the bottom; `labels` names the
+    rows of every stack in a margin on the left (e.g. the model that drew them)."""
     size = max(96, cells[0][0].shape[-1] * scale)
-    cell_w, cell_h = 288, len(cells[0]) * size + 36
-    canvas = Image.new("RGB", (cols * cell_w, ((len(cells) + cols - 1) // cols) * cell_h + (14 if footer else 0)), "white")
+    cell_h, left = len(cells[0]) * size + 36, 130 if labels else 0
+    canvas = Image.new("RGB", (left + cols * cell_w, ((len(cells) + cols - 1) // cols) * cell_h + (14 if footer else 0)),
+                       "white")
     pen = ImageDraw.Draw(canvas)
+    for r in range(0, len(cells), cols) if labels else []:
+        for j, label in enumerate(labels):
+            pen.text((4, (r // cols) * cell_h + j * size + size // 2 - 6), label, fill=(0, 0, 0))
     for i, (stack, cap) in enumerate(zip(cells, captions)):
-        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        x, y = left + (i % cols) * cell_w, (i // cols) * cell_h
         for j, img in enumerate(stack):
             canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST), (x, y + j * size))
-        colour = colours[i] if colours else (0, 0, 0)
-        pen.text((x, y + len(stack) * size + 2), cap[:46], fill=colour)
-        pen.text((x, y + len(stack) * size + 14), cap[46:92], fill=colour)
+        colour, chars = colours[i] if colours else (0, 0, 0), (cell_w - 12) // 6  # the default font: ~6 px a letter
+        pen.text((x, y + len(stack) * size + 2), cap[:chars], fill=colour)
+        pen.text((x, y + len(stack) * size + 14), cap[chars:2 * chars], fill=colour)
     if footer:
         pen.text((4, canvas.height - 12), footer, fill="gray")
     atomic_save(canvas, path)

@@ -47,6 +47,9 @@ import proxy
 # Presets: each is larger than proxy.PRESETS' preset of the same name (the target outgrows its proxy, as in the
 # paper). The cpu preset keeps 64 image tokens (patch 2 at 16x16, patch 4 at 32x32); README gives its speed.
 PRESETS = {
+    "tiny": dict(width=16, depth=1, heads=1, text_depth=1, patch=2, steps=40, batch_size=16, lr=5e-3, warmup=10),
+    # ablate.py quick (16x16 one-object scenes): as large as its proxy; 1000 steps of 64, ~1 min on one core
+    "quick": dict(width=64, depth=2, heads=1, text_depth=1, patch=2, steps=1000, batch_size=64, lr=5e-3, warmup=50),
     "cpu": dict(width=160, depth=6, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3, warmup=100),
     "gpu": dict(width=384, depth=12, heads=6, text_depth=2, steps=30000, batch_size=256, lr=3e-4, warmup=1000),
 }
@@ -197,6 +200,8 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN/train_state.pt; the end equals an uninterrupted run (same flags)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only; ignored on the CPU)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with bf16 hardware (AVX512-BF16, AMX), else fp32")
     p.add_argument("--ckpt-every", type=int, default=500,
                    help="write train_state.pt and model.pt every N steps (and at every grid, snapshot or guide step)")
     p.add_argument("--snapshot-every", type=int, default=0,
@@ -283,7 +288,7 @@ def main(argv=None):
 def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say):
     size = d["images"].shape[-1]
     torch.manual_seed(a.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = proxy.DiT(image_size=size, patch=max(2, size // 8), width=cfg["width"], depth=cfg["depth"],
+    model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
                       heads=cfg["heads"], text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]),
                       max_tokens=d["tokens"].shape[1]).to(device)
     ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for writing and sampling (rank 0 only)
@@ -327,7 +332,8 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, wo
     try:
         proxy.train(model, d["images"][rows], d["tokens"][rows], state_path, d["vocab"], steps, batch_size, lr,
                     a.seed, device, resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every, log_path=os.path.join(a.out, "log.csv"),
-                    warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log, select=select)
+                    warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log, select=select,
+                    precision=a.precision)
         if rank > 0:
             return
         final, ckpt = proxy.load_proxy(model_path, device)  # exactly what evaluate.py will read

@@ -197,7 +197,7 @@ def test_vocabulary_starts_with_pad_unk_null_and_tokens_decode_to_the_caption_wo
         d = load(tiny_shapes, split)
         vocab = d["vocab"]
         assert vocab[:3] == ["<pad>", "<unk>", "<null>"] and vocab == data.shapes_vocab()
-        assert d["tokens"].shape == (len(d["captions"]), data.MAX_TOKENS) and d["tokens"].dtype == torch.int64
+        assert d["tokens"].shape == (len(d["captions"]), data.MAX_TOKENS[2]) and d["tokens"].dtype == torch.int64
         for caption, row in zip(d["captions"], d["tokens"].tolist()):
             n = len(data.words(caption))
             assert [vocab[t] for t in row[:n]] == data.words(caption)  # no <unk>, nothing cut
