@@ -89,3 +89,32 @@ def test_the_online_grid_reports_equal_samples_and_equal_time_with_and_without_a
     md = open(root / "results" / "online.md").read()
     assert "At equal samples" in md and "At equal wall-clock time" in md
     assert (root / "runs" / "online" / "guide" / "model.pt").exists()
+
+
+def test_methods_cuts_the_grid_and_prepares_only_what_the_cut_needs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ablate.PRESETS, "tiny", dict(TINY, gpu_workers=3))  # gpu_workers: CUDA only
+    ablate.main(["--preset", "tiny", "--seeds", "1", "--methods", "random_50,full", "--runs", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert "2 training runs (2 methods x 1 seeds), 1 at a time" in capsys.readouterr().out  # the CPU's workers
+    rows = list(csv.DictReader(open(tmp_path / "results" / "results.csv")))
+    assert [(r["method"], r["seed"]) for r in rows] == [("full", "0"), ("random", "0")]  # the grid's order
+    assert sorted(os.listdir(tmp_path / "runs" / "train")) == ["full_s0", "random_50_s0"]
+    assert not (tmp_path / "runs" / "rate_alchemist").exists()  # no rater or heuristic score the cut does not use
+    assert not (tmp_path / "runs" / "scores" / "loss.npy").exists()
+    assert "not measured" in open(tmp_path / "results" / "results.md").read()  # claims without their methods
+
+
+@pytest.mark.parametrize("extra", [["--methods", "full,alchemist_top_k_20"], ["--methods", "full", "--online"]])
+def test_methods_outside_the_grid_or_with_online_exit_2_before_any_work(extra, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ablate.PRESETS, "tiny", TINY)  # tiny, so that even a wrong answer costs seconds
+    with pytest.raises(SystemExit) as e:
+        ablate.main(["--preset", "tiny", "--runs", str(tmp_path / "runs"), "--device", "cpu"] + extra)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--methods" in err and len(err.strip().splitlines()) == 1
+    assert ("alchemist_top_k_20 not in the tiny grid" in err) == ("--online" not in extra)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cut_without_the_shown_methods_stacks_no_samples_png(tmp_path):
+    ablate.stack_pngs([], [], str(tmp_path / "samples.png"))  # e.g. --methods loss_top_k_20: nothing to show
+    assert not (tmp_path / "samples.png").exists()
