@@ -128,7 +128,7 @@ if [[ $PARTS = *b* ]]; then
   fi
   part "(b) training throughput" "${GPU_CHECK_T_B:-150}" "$DEST/b_speed/speed.log" \
     $PY bench/train_speed.py "${speed[@]}" --json "$DEST/b_speed/speed.json"
-  grep -E '^(speed|note):' "$DEST/b_speed/speed.log" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
+  grep -E '^(speed|note|failed):' "$DEST/b_speed/speed.log" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
 fi
 
 if [[ $PARTS = *c* && -n $SMOKE ]]; then

@@ -173,18 +173,27 @@ def main(argv=None):
         print("note: --compile needs CUDA (as train_t2i.py); compiled figures skipped on the CPU", flush=True)
     elif a.compile:
         plan += [(c, True, 1) for c in configs]
-    t0 = time.time()
+    t0, failed = time.time(), []
+    label = lambda c, comp, k: f"{c} {'compile' if comp else 'eager'}{f' x{k}' if k > 1 else ''}"
     for i, (config, compiled, n) in enumerate(plan):
         if time.time() - t0 > a.budget:
-            print(f"note: --budget {a.budget:g} s spent; not measured: " + ", ".join(
-                f"{c} {'compile' if comp else 'eager'}{f' x{k}' if k > 1 else ''}" for c, comp, k in plan[i:]), flush=True)
+            print(f"note: --budget {a.budget:g} s spent; not measured: " + ", ".join(label(*x) for x in plan[i:]),
+                  flush=True)
             break
-        r = together(config, a, n) if n > 1 else measure(config, a, compiled)
-        single.setdefault(config, r["images_per_s"])
+        try:
+            r = together(config, a, n) if n > 1 else measure(config, a, compiled)
+        except Exception as e:  # noqa: BLE001 -- one failure (e.g. no compiler for torch.compile) keeps the others
+            failed.append(label(config, compiled, n))
+            print(f"failed: {failed[-1]}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}", flush=True)
+            continue
+        if n == 1 and not compiled:
+            single[config] = r["images_per_s"]  # what --processes compares with
         results.append(r)
-        print(describe(r, name, peak, single[config] if n > 1 else None), flush=True)
+        print(describe(r, name, peak, single.get(config) if n > 1 else None), flush=True)
         if a.json:
             data.atomic_save({"device": name, "peak_tflops": peak, "results": results}, a.json)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

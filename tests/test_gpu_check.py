@@ -109,3 +109,17 @@ def test_train_speed_starts_nothing_past_its_budget_and_says_what_it_left(capsys
                       "--batch-size", "1", "--steps", "1", "--warmup", "1"])  # tiny, should the budget not hold
     out = capsys.readouterr().out
     assert "not measured: proxy:quick eager, target:cpu eager, proxy:quick eager x2" in out and "speed:" not in out
+
+
+def test_one_failed_measurement_is_reported_and_the_others_still_run(monkeypatch, capsys):
+    def measure(config, a, compiled=False, barrier=None):
+        if config == "proxy:quick":
+            raise RuntimeError("no compiler\nmore")
+        return dict(config=config, params=4e6, size=32, batch_size=64, mode="eager", images_per_s=640.0,
+                    flops_per_step=1e9)
+    monkeypatch.setattr(train_speed, "measure", measure)
+    with pytest.raises(SystemExit) as e:
+        train_speed.main(["--configs", "proxy:quick,target:cpu", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert e.value.code == 1 and "failed: proxy:quick eager: RuntimeError: no compiler\n" in out
+    assert "speed: target cpu-preset 4.00M params, 32x32, batch 64, eager: 640 images/s" in out
