@@ -84,6 +84,7 @@ part() {
 part_a() {  # the suite in 4 pytest processes at once: the GPU tests alone, the other files dealt round-robin to 3
   local out=$DEST/a_tests groups=("tests/test_gpu.py" "" "" "") i=0 f pids=() rc=0
   mkdir -p "$out"
+  rm -f "$out"/pytest*.log  # a second run reports its own logs only
   if [[ -z $SMOKE ]]; then
     for f in tests/test_*.py; do
       [[ $f = tests/test_gpu.py ]] && continue
