@@ -8,7 +8,7 @@ Writes:  RUNS/ (default runs/ablate_<preset>): the data, the proxy, the raters, 
            selection.csv    keep rate per defect type per method (what each selection throws away)
            fid_curves.png   FID against training step, mean over seeds
            samples.png      samples of a few methods for the same prompts; samples/<run>.png for every method
-Run:     python ablate.py [--preset quick|paper] [--seeds 3] [--workers 2]
+Run:     python ablate.py [--preset quick|paper] [--seeds 3] [--workers 2] [--methods full,random_50,...]
 Reproduces the shape of Alchemist's Tables 1 and 4 (arXiv 2512.16905): Alchemist's subset against the full set and
 random subsets at keep 20% and 50%, its pruning strategies, its group MLP, the meta-gradient variants and heuristic
 scorers, all trained for the same number of steps.
@@ -18,7 +18,8 @@ The stages run through the very commands a reader would type (each script's main
           -> prune.py --strategy per (scorer, strategy, keep, seed) -> train_t2i.py -> evaluate.py
 Resumable: a finished step is recognised by its output (a run by its metrics.json) and skipped, so a killed grid
 continues where it stopped. Training runs go to --workers processes at once (on the CPU, two one-thread processes
-train tiny models faster than one two-thread process; each run's output goes to RUNS/train/<run>/run.log).
+train tiny models faster than one two-thread process; on CUDA the preset's gpu_workers processes share the one GPU,
+which a single small model leaves idle between kernel launches; each run's output goes to RUNS/train/<run>/run.log).
 """
 import argparse
 import concurrent.futures as cf
@@ -82,12 +83,13 @@ PRESETS = {
                   n_samples=200, sample_steps=16, cfg=1.0, curve_points=4, encoder_steps=400, grid=QUICK_GRID,
                   workers=2, seeds=3, guide=["--preset", "quick", "--width", "32"], guide_fraction=0.25,
                   guidance=2.0, online_temperature=0.01),
-    # one GPU: the default 32x32 set, the cpu-preset proxy (3000 steps), the cpu-preset target (3000 steps)
+    # one GPU: the default 32x32 set, the cpu-preset proxy (3000 steps), the cpu-preset target (3000 steps);
+    # gpu_workers runs train at once on the one GPU (spawned processes; bench/gpu_check.sh measures 1, 4 and 8)
     "paper": dict(size=32, max_objects=2, n_train=8000, n_val=1000, n_test=1000, proxy=["--preset", "cpu"],
                   primary_warmup=1000, meta_steps=1000, target=["--preset", "cpu"], steps=3000, batch_size=64,
                   n_samples=1000, sample_steps=32, cfg=3.0, curve_points=6, encoder_steps=600, grid=paper_grid(),
                   workers=1, seeds=3, guide=["--preset", "cpu", "--width", "64", "--depth", "4"],
-                  guide_fraction=1 / 16, guidance=2.0, online_temperature=0.01),
+                  guide_fraction=1 / 16, guidance=2.0, online_temperature=0.01, gpu_workers=8),
 }
 CURVES = [(None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5)]  # FID-vs-step runs
 
@@ -396,6 +398,8 @@ SHOWN = {"oracle": "oracle (clean rows)", "full": "full set", "random_50": "rand
 def samples_figure(jobs, test, P, path, n=8):
     """The same n test prompts drawn by each run's model (seed 0), one row per method under the real image, each
     prompt's caption below its column: the difference between methods at a glance."""
+    if not jobs:  # a grid cut by --methods to none of the shown runs
+        return
     jobs = sorted(jobs, key=lambda j: list(SHOWN).index(j["name"]))
     rows = [test["images"][:n]]
     for j in jobs:
@@ -404,7 +408,7 @@ def samples_figure(jobs, test, P, path, n=8):
         rows.append(((x + 1) * 127.5).round().clamp(0, 255).byte())
     data.captioned_grid([[r[i] for r in rows] for i in range(n)], test["captions"][:n], path, cols=n, cell_w=150,
                         labels=["real image"] + [SHOWN[j["name"]] for j in jobs],
-                        footer=f"samples of each method's seed-{jobs[0]['seed'] if jobs else 0} model, "
+                        footer=f"samples of each method's seed-{jobs[0]['seed']} model, "
                                f"{P['sample_steps']} Euler steps, CFG {P['cfg']:g}")
 
 
@@ -510,7 +514,10 @@ def main(argv=None):
                         "on 2 CPU cores; paper: the full grid for one GPU")
     p.add_argument("--seeds", type=int, help="training seeds per method, re-drawing each subset (default: the "
                                               "preset's: tiny 1, quick and paper 3)")
-    p.add_argument("--workers", type=int, help="training runs at once (default: the preset's; 1 on CUDA)")
+    p.add_argument("--workers", type=int, help="training runs at once (default: the preset's workers; on CUDA its "
+                                               "gpu_workers, processes sharing the GPU, or 1)")
+    p.add_argument("--methods", help="only these runs of the preset's grid, comma-separated run names, e.g. "
+                                     "full,random_50,alchemist_shift_gsample_50 (default: the whole grid)")
     p.add_argument("--runs", help="working folder (default runs/ablate_<preset>); re-running resumes from it")
     p.add_argument("--out", help="results folder (default results/<preset>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
@@ -521,11 +528,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     if (a.seeds is not None and a.seeds < 1) or (a.workers is not None and a.workers < 1):
         data.fail("--seeds and --workers must be at least 1")
-    P = PRESETS[a.preset]
+    P = grid_of(PRESETS[a.preset], a.methods, a.preset, a.online)
     a.seeds = a.seeds or P["seeds"]
     runs, out = a.runs or os.path.join("runs", f"ablate_{a.preset}"), a.out or os.path.join("results", a.preset)
     cuda = data.pick_device(a.device).type == "cuda"
-    workers = a.workers or (1 if cuda else P["workers"])
+    workers = a.workers or (P.get("gpu_workers", 1) if cuda else P["workers"])
     t0 = time.time()
     d, scores = prepare(a, P, runs)
     test = data.load_dataset(d, "test")
@@ -593,6 +600,19 @@ def add_recovered(rows):
             gap = float(full[key]) - float(oracle[key]) if full and oracle else 0.0
             r[col] = (float(full[key]) - float(r[key])) / gap if gap else ""
     return rows
+
+
+def grid_of(P, methods, preset, online):
+    """The preset with its grid cut to the run names in `methods` (comma-separated); unchanged when None."""
+    if not methods:
+        return P
+    if online:
+        data.fail("--methods cuts the offline grid; drop it with --online")
+    names, wanted = [run_name(*g) for g in P["grid"]], methods.split(",")
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        data.fail(f"--methods: {', '.join(unknown)} not in the {preset} grid; choose from {', '.join(names)}")
+    return dict(P, grid=[g for g in P["grid"] if run_name(*g) in wanted])
 
 
 def write_csv(rows, path, fields=None):

@@ -112,3 +112,31 @@ def test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std
     gen = {k: [0.9 - 10 * f for f in v] for k, v in fid.items()}
     lines = {line.split(":")[0]: line for line in ablate.claims(fake_rows(fid, gen))}
     assert "not decided" in lines["1. Alchemist 50% beats Full"]
+
+
+def test_methods_cuts_the_grid_and_prepares_only_what_the_cut_needs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ablate.PRESETS, "tiny", dict(ablate.PRESETS["tiny"], gpu_workers=3))  # CUDA only
+    ablate.main(["--preset", "tiny", "--seeds", "1", "--methods", "random_50,full", "--runs", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert "2 training runs (2 methods x 1 seeds), 2 at a time" in capsys.readouterr().out  # the CPU's workers
+    rows = list(csv.DictReader(open(tmp_path / "results" / "results.csv")))
+    assert [(r["method"], r["seed"]) for r in rows] == [("full", "0"), ("random", "0")]  # the grid's order
+    assert sorted(os.listdir(tmp_path / "runs" / "train")) == ["full_s0", "random_50_s0"]
+    assert not (tmp_path / "runs" / "rate_alchemist").exists()  # no rater or heuristic score the cut does not use
+    assert not (tmp_path / "runs" / "scores" / "loss.npy").exists()
+    assert "not measured" in open(tmp_path / "results" / "results.md").read()  # claims without their methods
+
+
+@pytest.mark.parametrize("extra", [["--methods", "full,alchemist_top_k_20"], ["--methods", "full", "--online"]])
+def test_methods_outside_the_grid_or_with_online_exit_2_before_any_work(extra, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as e:
+        ablate.main(["--preset", "tiny", "--runs", str(tmp_path / "runs"), "--device", "cpu"] + extra)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--methods" in err and len(err.strip().splitlines()) == 1
+    assert ("alchemist_top_k_20 not in the tiny grid" in err) == ("--online" not in extra)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cut_without_the_shown_methods_draws_no_samples_png(tmp_path):
+    ablate.samples_figure([], None, {}, str(tmp_path / "samples.png"))  # e.g. --methods random_50: nothing to show
+    assert not (tmp_path / "samples.png").exists()
