@@ -513,9 +513,9 @@ def main(argv=None):
         data.check_out(out)
     except data.DataError as e:
         data.fail(str(e))
-    lock_runs(runs)  # one grid per runs folder
     cuda = data.pick_device(a.device).type == "cuda"
     workers = a.workers or (1 if cuda else P["workers"])
+    lock_runs(runs)  # one grid per runs folder
     t0 = time.time()
     d, scores = prepare(a, P, runs)
     test = data.load_dataset(d, "test")

@@ -381,7 +381,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--encoder-steps", type=int, default=ENCODER["steps"], help="training steps of the evaluation encoder "
                    "(cached in DATA/evaluator.pt; a different value retrains it; about a minute of CPU at 600 steps, 32x32)")
     p.add_argument("--inception", metavar="PATH", help="FID/KID on Inception-V3 pool features (2048-d, images resized "

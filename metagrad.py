@@ -335,7 +335,6 @@ def main(argv=None):
             raise data.DataError(f"{state_path}: saved with other {', '.join(changed)} (data_fingerprint: train.pt "
                                  "and val.pt); pass the same data and flags, or remove it and drop --resume")
         data.check_out(a.out)
-        os.makedirs(a.out, exist_ok=True)
         if saved is None:
             primary, trunk, rater, feats_all, warm_ckpt = start_fresh(a, reference, ref_ckpt, train, val, draws,
                                                                       device, warm_path)
@@ -343,6 +342,7 @@ def main(argv=None):
             (primary, trunk, rater, feats_all), warm_ckpt = resume_from(saved, reference, device), None
     except data.DataError as e:
         data.fail(str(e))
+    os.makedirs(a.out, exist_ok=True)
     reference.requires_grad_(uses_ref)
     s = dict(primary=primary, reference=reference if uses_ref else None, rater=rater, trunk=trunk, feats=feats_all,
              baseline=None, scale=None, opt_primary=adamw(primary, a.lr, warm_ckpt),

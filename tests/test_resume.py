@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KILLED = """
 import os, sys
 sys.path.insert(0, {root!r})
-import proxy, {script}
+import proxy, metagrad, {script}
 save = proxy.save_checkpoint
 def save_then_die(path, model, step, *args, **kw):
     save(path, model, step, *args, **kw)
@@ -91,6 +91,31 @@ def test_online_run_killed_and_resumed_logs_the_same_rows_and_loss_columns(tiny_
     last = dict(zip(header, a[-1].split(",")))
     assert last["learner_loss"] and last["reference_loss"]  # measured numbers, compared above
     assert_same(weights(os.path.join(whole, "model.pt")), weights(os.path.join(split, "model.pt")))
+
+
+def test_metagrad_killed_between_log_rows_resumes_to_the_same_log(tiny_shapes, tmp_path):
+    """Checkpoints every 3 steps, a log row every 4: a kill after step 3 leaves three steps of the next row's
+    window, which the state carries."""
+    d = data.load_dataset(tiny_shapes)
+    p16 = str(tmp_path / "p16.pt")
+    torch.manual_seed(0)
+    proxy.save_checkpoint(p16, proxy.DiT(image_size=16, patch=2, width=16, depth=1, heads=2, text_depth=1,
+                                         vocab_size=len(d["vocab"]), max_tokens=d["tokens"].shape[1]), 0, d["vocab"])
+    args = ["--data", tiny_shapes, "--proxy", p16, "--steps", "8", "--batch-size", "8", "--primary-warmup", "2",
+            "--draws", "1", "--log-every", "4", "--ckpt-every", "3", "--device", "cpu"]
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    metagrad.main(args + ["--out", whole])
+    code = KILLED.replace("proxy.save_checkpoint", "metagrad.save_state").replace(
+        "def save_then_die(path, model, step, *args, **kw)", "def save_then_die(path, s, step, *args, **kw)").replace(
+        "save(path, model, step, *args, **kw)", "save(path, s, step, *args, **kw)")
+    code = code.format(root=ROOT, script="metagrad", argv=args + ["--out", split], name="metagrad_state.pt", at=3)
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 137, r.stderr[-3000:]
+    metagrad.main(args + ["--out", split, "--resume"])
+    a, b = (log_without_seconds(os.path.join(r, "metagrad_log.csv")) for r in (whole, split))
+    assert len(a) == 1 + 2 and a == b
+    assert_same(weights(os.path.join(whole, "rater.pt")), weights(os.path.join(split, "rater.pt")))
 
 
 # ----------------------------------------------------------------------------------------------------------------
