@@ -86,7 +86,7 @@ def finite(text):
 
 def check_out(path, folder=True, flag="--out"):
     """Before any work: the output folder (folder=True) or file can be written. Creates nothing: a probe file is made
-    and removed in the nearest folder on the path that exists."""
+    and gone at once in the nearest folder on the path that exists."""
     path = str(path)
     if not folder and (os.path.isdir(path) or path.endswith(("/", os.sep))):
         raise DataError(f"{path}: is a folder; {flag} needs a file name")
@@ -96,9 +96,7 @@ def check_out(path, folder=True, flag="--out"):
     if not os.path.isdir(where):
         raise DataError(f"{path}: {where} is a file, not a folder; choose another {flag}")
     try:
-        fd, probe = tempfile.mkstemp(dir=where, prefix=".write-probe-")
-        os.close(fd)
-        os.remove(probe)
+        tempfile.TemporaryFile(dir=where).close()  # made and gone at once
     except OSError as e:
         raise DataError(f"{path}: cannot write in {where} ({e.strerror}); choose another {flag}") from None
 

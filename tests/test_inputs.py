@@ -126,8 +126,8 @@ def test_cifar_batches_of_numpy_arrays_still_load(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # The battery, a representative subset: every script; flags, files, folders, resumes, outputs, the lock
 
-SUBSET = ["data: folder and cifar together", "data: --out under a file", "data: folder: image-null",
-          "data: folder: parent", "data: folder: absolute", "data: folder: utf8", "data: cifar: os-system",
+SUBSET = ["data: folder and cifar together", "data: --out under a file", "data: folder: image_null",
+          "data: folder: parent", "data: folder: absolute", "data: folder: utf8", "data: cifar: os_system",
           "data: folder: captions <pad>", "proxy: steps 0", "proxy: lr nan", "proxy: ckpt-every 0",
           "proxy: corrupt val.pt", "proxy: 32px train beside 16px val", "proxy: --out is a file",
           "proxy: resume: another seed", "proxy: val split of 8 rows", "metagrad: lr nan", "metagrad: eta 0",
