@@ -438,8 +438,8 @@ def read_cifar10(root, size):
                 assert len(ys) == sum(len(x) for x in xs), "one label per image"
         except Exception as e:  # anything a malformed or crafted pickle raises is a bad file
             raise DataError(f"{p}: not a readable CIFAR-10 file ({str(e)[:80] or type(e).__name__})") from None
-    if not xs:
-        raise DataError(f"{base}: no data_batch_* or test_batch files")
+    if not ys:
+        raise DataError(f"{base}: no images in data_batch_* or test_batch files")
     if min(ys) < 0 or max(ys) >= len(names):
         raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
     x = np.concatenate(xs)

@@ -330,10 +330,11 @@ def main(argv=None):
         saved = data.load_pt(state_path, "state") if a.resume and os.path.exists(state_path) else None
         if saved is not None and not {"args", "step", "feats"} <= set(saved):
             raise data.DataError(f"{state_path}: not a metagrad.py state; remove it or drop --resume")
-        changed = [k for k in SAME_ON_RESUME + ["data_fingerprint"] if saved and saved["args"].get(k) != args.get(k)]
+        changed = [k if k != "data_fingerprint" else "data (train.pt, val.pt)" for k in SAME_ON_RESUME +
+                   ["data_fingerprint"] if saved and saved["args"].get(k) != args.get(k)]
         if changed:
-            raise data.DataError(f"{state_path}: saved with other {', '.join(changed)} (data_fingerprint: train.pt "
-                                 "and val.pt); pass the same data and flags, or remove it and drop --resume")
+            raise data.DataError(f"{state_path}: saved with other {', '.join(changed)}; pass the same data and flags, "
+                                 "or remove it and drop --resume")
         data.check_out(a.out)
         if saved is None:
             primary, trunk, rater, feats_all, warm_ckpt = start_fresh(a, reference, ref_ckpt, train, val, draws,

@@ -325,10 +325,11 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
         if ckpt.get("config") != model.config:
             raise data.DataError(f"{out_path}: checkpoint is from another model size {ckpt.get('config')}; "
                                  "remove it or drop --resume")
-        changed = [k for k in same if not isinstance(ckpt.get("same"), dict) or ckpt["same"].get(k) != same[k]]
+        old = ckpt.get("same") if isinstance(ckpt.get("same"), dict) else {}
+        changed = [k if k != "data" else "data (the rows trained on)" for k in same if old.get(k) != same[k]]
         if changed:
-            raise data.DataError(f"{out_path}: checkpoint was made with other {', '.join(changed)} (data: the rows "
-                                 "trained on); pass the same data and flags, or remove it and drop --resume")
+            raise data.DataError(f"{out_path}: checkpoint was made with other {', '.join(changed)}; pass the same "
+                                 "data and flags, or remove it and drop --resume")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"])

@@ -168,11 +168,11 @@ def metagrad_cases(b):
     b.outputs("metagrad", base)
     r = os.path.join(F["OUT"], "meta-resume")
     b.rows("metagrad", base + ["--steps", "4", "--resume", "--out", r], """
-        resume: other data | --data {D2} | data_fingerprint
+        resume: other data | --data {D2} | data (train.pt
         resume: another seed | --seed 3 | seed
         resume: no group head | --no-group | no_group
         resume: another method | --method exact | method
-        resume: 32px data and proxy | --data {D32} --proxy {P32} | data_fingerprint""", before=b.copy_of(F["M"], r))
+        resume: 32px data and proxy | --data {D32} --proxy {P32} | data (train.pt""", before=b.copy_of(F["M"], r))
 
 
 def rater_cases(b):

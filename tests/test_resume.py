@@ -185,13 +185,13 @@ def test_metagrad_resume_refuses_other_data_even_of_another_image_size(tiny_shap
             "--device", "cpu", "--resume"]
     metagrad.main(["--data", tiny_shapes, *args])
     refused(metagrad.main, ["--data", other_shapes, *args, "--steps", "4"], capsys, "metagrad_state.pt",
-            "data_fingerprint")
+            "data (train.pt")
     big = str(tmp_path / "big")  # another image size, with a proxy that fits it: the state does not
     data.main(["--out", big, "--size", "32", "--n-train", "20", "--n-val", "4", "--n-test", "4"])
     p32 = str(tmp_path / "p32.pt")
     proxy.save_checkpoint(p32, proxy.DiT(image_size=32, patch=4, width=16, depth=1, heads=2, text_depth=1,
                                          vocab_size=len(d["vocab"]), max_tokens=d["tokens"].shape[1]), 0, d["vocab"])
-    refused(metagrad.main, ["--data", big, *args[2:], "--proxy", p32, "--steps", "4"], capsys, "data_fingerprint")
+    refused(metagrad.main, ["--data", big, *args[2:], "--proxy", p32, "--steps", "4"], capsys, "data (train.pt")
     # --primary warmed on another data set's val split is refused too
     refused(metagrad.main, ["--data", other_shapes, "--proxy", p16, "--out", str(tmp_path / "rate2"), "--steps", "2",
                             "--batch-size", "8", "--draws", "1", "--device", "cpu",
