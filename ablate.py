@@ -17,8 +17,9 @@ The stages run through the very commands a reader would type (each script's main
   data.py -> proxy.py -> metagrad.py (+ rater.py) per rater; prune.py --score per heuristic
           -> prune.py --strategy per (scorer, strategy, keep, seed) -> train_t2i.py -> evaluate.py
 Resumable: a finished step is recognised by its output, written last (a run by its metrics.json) and skipped, so a
-grid killed at any point continues where it stopped; one grid at a time holds a runs folder (RUNS/ablate.lock). Training runs go to --workers processes at once (on the CPU, two one-thread processes
-train tiny models faster than one two-thread process; each run's output goes to RUNS/train/<run>/run.log).
+grid killed at any point continues where it stopped; one grid at a time holds a runs folder (RUNS/ablate.lock).
+Training runs go to --workers processes at once (on the CPU, two one-thread processes train tiny models faster than
+one two-thread process; each run's output goes to RUNS/train/<run>/run.log).
 """
 import argparse
 import concurrent.futures as cf
