@@ -120,7 +120,8 @@ def lock_runs(runs):
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
-        data.fail(f"{runs} is in use by another ablate.py (process {holder}); wait for it to end or pass another --runs")
+        data.fail(f"{runs} is in use by another ablate.py (process {holder}); wait for it to end or pass another "
+                  "--runs")
     f.truncate(0)
     f.write(f"{os.getpid()} on {platform.node()}\n")
     f.flush()
@@ -233,7 +234,7 @@ def train_and_evaluate(job):
                 stage(evaluate, ev + ["--model", os.path.join(out, "snapshots", f"step{n}.pt"), "--out", path])
             curve[n] = json.load(open(path))["fid"]
         timing = json.load(open(os.path.join(out, "trained.json")))
-        if not evaluated(os.path.join(out, "metrics.json")):  # a finished run's metrics.json is its marker, written last
+        if not evaluated(os.path.join(out, "metrics.json")):  # a finished run's marker, written last
             stage(evaluate, ev + ["--model", os.path.join(out, "model.pt"), "--out", os.path.join(out, "metrics.json")])
         m = json.load(open(os.path.join(out, "metrics.json")))
         eval_seconds = m.get("eval_seconds", timing.get("eval_seconds", 0.0))  # measured by evaluate.py itself

@@ -376,7 +376,8 @@ def read_folder(folder, size):
             norm = os.path.normpath(rel) if isinstance(rel, str) and rel.strip() else ""
             if (not norm or os.path.isabs(norm) or norm == os.pardir or norm.startswith(os.pardir + os.sep)
                     or "\0" in norm):
-                raise DataError(f"{where}: \"image\" must be a path relative to {folder} and inside it, found {rel!r:.60}")
+                raise DataError(f"{where}: \"image\" must be a path relative to {folder} and inside it, "
+                                f"found {rel!r:.60}")
             path = os.path.join(folder, norm)
             try:
                 with Image.open(path) as img:

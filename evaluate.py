@@ -377,7 +377,8 @@ def main(argv=None):
                    "(1 - w) D_guide, the guide a smaller and/or earlier model of the same data (e.g. train_t2i.py "
                    "--guide-at's guide.pt). With --cfg != 1, CFG is applied inside each model first; --cfg 1 for "
                    "autoguidance alone")
-    p.add_argument("--guidance", type=data.finite, help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
+    p.add_argument("--guidance", type=data.finite,
+                   help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")

@@ -213,8 +213,8 @@ def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path):
         except (KeyError, RuntimeError):
             raise data.DataError(f"{a.primary}: not a primary of this reference's size; warm one with "
                                  f"--primary-warmup instead") from None
-        same = warm_ckpt.get("same")
-        if not isinstance(same, dict) or same.get("data") != data.fingerprint(val["images"], val["tokens"], train["vocab"]):
+        same, rows = warm_ckpt.get("same"), data.fingerprint(val["images"], val["tokens"], train["vocab"])
+        if not isinstance(same, dict) or same.get("data") != rows:
             raise data.DataError(f"{a.primary}: not warmed on this data's val.pt; warm one with --primary-warmup")
     elif a.primary_warmup > 0:  # the primary learns from clean data: it comes to rely on the captions
         proxy.train(primary, val["images"], val["tokens"], warm_path, train["vocab"], a.primary_warmup, a.batch_size,
@@ -287,7 +287,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64, help="training rows per step, and validation rows per step")
     p.add_argument("--primary-warmup", type=int, default=1000,
                    help="steps of the primary on the clean validation split before rating; longer = stronger signal")
-    p.add_argument("--lr", type=data.finite, default=1e-3, help="AdamW lr of the primary and the reference (and warm-up)")
+    p.add_argument("--lr", type=data.finite, default=1e-3,
+                   help="AdamW lr of the primary and the reference (and warm-up)")
     p.add_argument("--rater-lr", type=data.finite, default=1e-3, help="AdamW lr of the rater")
     p.add_argument("--eta", type=data.finite, help="exact only: the virtual SGD step size (default: --lr)")
     p.add_argument("--logit-decay", type=data.finite, default=0.05,
@@ -307,8 +308,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if (min(a.steps, a.batch_size, a.draws, a.log_every, a.ckpt_every) < 1
             or min(a.lr, a.rater_lr, a.temperature, a.lr if a.eta is None else a.eta) <= 0):
-        data.fail("--steps, --batch-size, --draws, --log-every, --ckpt-every, --lr, --rater-lr, --eta and --temperature "
-                  "must be positive")
+        data.fail("--steps, --batch-size, --draws, --log-every, --ckpt-every, --lr, --rater-lr, --eta and "
+                  "--temperature must be positive")
     if a.primary_warmup < 0 or not 0 <= a.gamma <= 1 or a.logit_decay < 0:
         data.fail("--primary-warmup and --logit-decay must be >= 0 and --gamma in [0, 1]")
     if a.simplified and a.method == "exact":

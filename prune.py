@@ -412,14 +412,14 @@ def main(argv=None):
                    "OUT.png; with --score, the rows to score")
     p.add_argument("--start", type=data.finite, metavar="PCT",
                    help="block: first percentile of the window (default: the window centred on 50)")
-    p.add_argument("--discard-top", type=data.finite, metavar="PCT", help="shift_gsample: top percent discarded (default "
-                   "by keep: 25 up to keep 50%%, 15 at 80%%, 5 at 90%%, 0 at 100%%, linear in between)")
+    p.add_argument("--discard-top", type=data.finite, metavar="PCT", help="shift_gsample: top percent discarded "
+                   "(default by keep: 25 up to keep 50%%, 15 at 80%%, 5 at 90%%, 0 at 100%%, linear in between)")
     p.add_argument("--mu", type=data.finite, default=MU, metavar="PCT",
                    help=f"shift_gsample: Gaussian centre in percentiles from the top (default {MU:g})")
     p.add_argument("--sigma", type=data.finite, default=SIGMA, metavar="PCT",
                    help=f"shift_gsample, gsample: Gaussian width in percentiles (default {SIGMA:g})")
-    p.add_argument("--beta", type=data.finite, metavar="FRACTION", help=f"ccs: fraction of the lowest-rated rows dropped "
-                   f"(default {BETA:g}, or 1 - keep where that is less)")
+    p.add_argument("--beta", type=data.finite, metavar="FRACTION", help=f"ccs: fraction of the lowest-rated rows "
+                   f"dropped (default {BETA:g}, or 1 - keep where that is less)")
     p.add_argument("--strata", type=int, default=STRATA, metavar="K",
                    help=f"ccs: equal-width score strata (default {STRATA})")
     p.add_argument("--score", metavar="NAME", help="scoring mode: score the rows of --data with clarity, frequency, "

@@ -408,10 +408,13 @@ def main(argv=None):
                       ("n_eval", "samples per evaluated model"), ("sample_steps", "Euler steps of the sampler")]:
         p.add_argument("--" + key.replace("_", "-"), type=int, help=what + " (default: preset)")
     p.add_argument("--lr", type=data.finite, default=1e-2, help="Adam learning rate before its 1/sqrt decay")
-    p.add_argument("--factor", type=data.finite, default=5.0, help="super-batch = B * factor = B / (1 - f); 5 is f = 0.8")
+    p.add_argument("--factor", type=data.finite, default=5.0,
+                   help="super-batch = B * factor = B / (1 - f); 5 is f = 0.8")
     p.add_argument("--chunks", type=int, default=16, help="JEST chunks per selection")
-    p.add_argument("--temperature", type=data.finite, default=1.0, help="softmax temperature (vs score_std in the json)")
-    p.add_argument("--guidance", type=data.finite, default=2.0, help="autoguidance weight w (1 = none) for the guided rows")
+    p.add_argument("--temperature", type=data.finite, default=1.0,
+                   help="softmax temperature (vs score_std in the json)")
+    p.add_argument("--guidance", type=data.finite, default=2.0,
+                   help="autoguidance weight w (1 = none) for the guided rows")
     p.add_argument("--bad-frac", type=data.finite, default=0.2, help="bad training points: half tree B, half uniform")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, and the first run seed")
     p.add_argument("--seeds", type=int, default=3, help="runs with seeds --seed .. --seed + N - 1")

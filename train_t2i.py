@@ -123,7 +123,7 @@ class OnlineSelection:
         self.super_size = max(batch_size, round(batch_size * factor))
         self.chunks, self.temperature, self.switch = chunks, temperature, AjestSwitch(mode)
         self.scored, self.score_seconds, self.last = 0, 0.0, {}
-        self.settings = dict(mode=mode, super_size=self.super_size, chunks=chunks, temperature=temperature)  # for resume
+        self.settings = dict(mode=mode, super_size=self.super_size, chunks=chunks, temperature=temperature)  # resume
 
     @property
     def size(self):  # rows to draw: the super-batch while it is scored; early AJEST after its switch, the batch alone

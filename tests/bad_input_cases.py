@@ -281,7 +281,7 @@ def train_t2i_cases(b):
         missing data | --data {OUT}/nowhere | nowhere
         data with captions <pad> and <null> (accept) | --data {SPECIALS} --batch-size 16 --out {OUT}/t2i-specials |
         val split of 8 rows (accept) | --data {V8} --out {OUT}/t2i-val8 |""", after=b.no_mark)
-    b.rows("train_t2i", base, "lr 1e30: a non-finite loss | --lr 1e30 --steps 20 | non-finite; no checkpoint written yet")
+    b.rows("train_t2i", base, "lr 1e30: a non-finite loss | --lr 1e30 --steps 20 | non-finite; no checkpoint written")
     b.cases[-1].out = None  # a run that fails after it started: its folder is its own
     b.outputs("train_t2i", base)
     r = os.path.join(F["OUT"], "t2i-resume")
@@ -372,8 +372,8 @@ def ablate_cases(b):
     if not torch.cuda.is_available():
         b.rows("ablate", base, "device cuda without CUDA | --device cuda | cuda", out_flag="--runs")
     locked = os.path.join(b.F["OUT"], "ablate-locked")
-    b.rows("ablate", base, f"runs folder locked by a running grid | --runs {{OUT}}/ablate-locked | in use; {os.getpid()}",
-           out_flag="--runs", before=lambda: hold_lock(locked))
+    b.rows("ablate", base, f"runs folder locked by a running grid | --runs {{OUT}}/ablate-locked | in use; "
+           f"{os.getpid()}", out_flag="--runs", before=lambda: hold_lock(locked))
 
 
 TABLES = [data_cases, proxy_cases, metagrad_cases, rater_cases, prune_cases, train_t2i_cases, evaluate_cases,

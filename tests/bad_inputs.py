@@ -101,7 +101,8 @@ def build_data(F, j):
                                                                     "--n-test", "6"]),
                       ("V8", ["--n-train", "60", "--n-val", "8", "--n-test", "20"])]:
         F[key] = j(key.lower())
-        quiet(data.main, ["--out", F[key], "--size", "16", "--n-train", "200", "--n-val", "40", "--n-test", "40"] + argv)
+        quiet(data.main, ["--out", F[key], "--size", "16", "--n-train", "200", "--n-val", "40", "--n-test", "40",
+                          *argv])
     F["BADVAL"], F["MIXED"] = j("badval"), j("mixed")
     shutil.copytree(F["D"], F["BADVAL"])
     with open(j("badval", "val.pt"), "wb") as f:

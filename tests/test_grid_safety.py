@@ -73,8 +73,8 @@ def test_a_grid_killed_at_any_point_finishes_on_rerun_with_the_uninterrupted_res
         if name == "metrics_samples.png":
             assert (full / "metrics_samples.png").exists() and not (full / "metrics.json").exists()
     assert not (tmp_path / "runs" / "train" / "random_50_s0" / "metrics.json").exists()
-    r = subprocess.run([sys.executable, "-c", KILLED.format(root=ROOT, preset=TINY, name="-", n=1, argv=argv(tmp_path))],
-                       env=ENV, capture_output=True, text=True, timeout=600)
+    code = KILLED.format(root=ROOT, preset=TINY, name="-", n=1, argv=argv(tmp_path))  # not killed: it ends
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert results(tmp_path) == results(uninterrupted)
     os.remove(full / "metrics_samples.png")  # as a grid of the old order killed between metrics.json and the picture
@@ -94,7 +94,8 @@ def test_a_second_grid_on_a_locked_runs_folder_says_who_holds_it_and_a_dead_hold
         assert holder.stdout.readline().strip() == "locked"
         before = sorted(os.listdir(runs))
         with pytest.raises(SystemExit) as e:
-            ablate.main(["--preset", "tiny", "--runs", str(runs), "--out", str(tmp_path / "results"), "--device", "cpu"])
+            ablate.main(["--preset", "tiny", "--runs", str(runs), "--out", str(tmp_path / "results"), "--device",
+                         "cpu"])
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and f"process {holder.pid} " in err, err
         assert sorted(os.listdir(runs)) == before and not (tmp_path / "results").exists()  # nothing written
