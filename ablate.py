@@ -116,7 +116,9 @@ def lock_runs(runs):
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if not isinstance(e, BlockingIOError):  # not held by another process: the folder cannot be locked at all
+            data.fail(f"{path}: cannot lock the runs folder ({e.strerror}); pass another --runs")
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
