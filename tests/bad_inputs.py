@@ -25,7 +25,8 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ["TQDM_DISABLE"] = "1"
+if __name__ == "__main__":  # before tqdm is imported (it reads the variable then); imported by a test, bars are filtered
+    os.environ["TQDM_DISABLE"] = "1"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
