@@ -16,10 +16,11 @@ scorers, all trained for the same number of steps.
 The stages run through the very commands a reader would type (each script's main(argv), printed as it runs):
   data.py -> proxy.py -> metagrad.py (+ rater.py) per rater; prune.py --score per heuristic
           -> prune.py --strategy per (scorer, strategy, keep, seed) -> train_t2i.py -> evaluate.py
-Resumable: a finished step is recognised by its output (a run by its metrics.json) and skipped, so a killed grid
-continues where it stopped. Training runs go to --workers processes at once (on the CPU, two one-thread processes
-train tiny models faster than one two-thread process; on CUDA the preset's gpu_workers processes share the one GPU,
-which a single small model leaves idle between kernel launches; each run's output goes to RUNS/train/<run>/run.log).
+Resumable: a finished step is recognised by its output, written last (a run by its metrics.json) and skipped, so a
+grid killed at any point continues where it stopped; one grid at a time holds a runs folder (RUNS/ablate.lock).
+Training runs go to --workers processes at once (on the CPU, two one-thread processes train tiny models faster than
+one two-thread process; on CUDA the preset's gpu_workers processes share the one GPU, which a single small model
+leaves idle between kernel launches; each run's output goes to RUNS/train/<run>/run.log).
 """
 import argparse
 import concurrent.futures as cf
@@ -31,6 +32,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -110,6 +112,60 @@ def subset_path(runs, scorer, strategy, keep, seed):
     """Where one run's subset lives; the oracle's (the clean rows) is the same for every seed."""
     name = "oracle.npy" if scorer == "oracle" else f"{run_name(scorer, strategy, keep)}_s{seed}.npy"
     return os.path.join(runs, "subsets", name)
+
+
+_LOCKS = {}  # runs folder -> the lock file this process holds
+
+
+def lock_runs(runs):
+    """Hold RUNS/ablate.lock while this process lives, so that two grids never write one runs folder: a second one
+    stops with one line naming the holder. The lock is the OS's (flock), dropped when its holder dies, even by
+    kill -9: a lock file left by a dead process is simply taken over."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        return
+    path = os.path.realpath(os.path.join(runs, "ablate.lock"))
+    if path in _LOCKS:  # held by this very process (ablate.main called again, as the tests do)
+        return
+    os.makedirs(runs, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if not isinstance(e, BlockingIOError):  # not held by another process: the folder cannot be locked at all
+            data.fail(f"{path}: cannot lock the runs folder ({e.strerror}); pass another --runs")
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        data.fail(f"{runs} is in use by another ablate.py (process {holder}); wait for it to end or pass another "
+                  "--runs")
+    f.truncate(0)
+    f.write(f"{os.getpid()} on {platform.node()}\n")
+    f.flush()
+    _LOCKS[path] = f
+
+
+def exit_with_parent(parent):
+    """Worker initializer: a worker whose grid process is gone (even by kill -9) exits at once, instead of training
+    the queued runs on its own and then waiting forever (and the resource tracker, left alone, exits after it)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_pool(workers):
+    """Training processes: fresh interpreters (spawn), so that no state is shared by accident, that die with us."""
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=exit_with_parent, initargs=(os.getpid(),))
+
+
+def evaluated(path):
+    """An evaluation is done when its metrics file is there, which evaluate.py writes after its picture; a folder from
+    before that order may hold the metrics without the picture: evaluated again."""
+    return os.path.exists(path) and os.path.exists(os.path.splitext(path)[0] + "_samples.png")
 
 
 def stage(script, argv, quiet=False):
@@ -196,19 +252,17 @@ def train_and_evaluate(job):
         curve = {}
         for n in range(every, P["steps"], every) if job["curve"] else []:
             path = os.path.join(out, "curve", f"step{n}.json")
-            if not os.path.exists(path):
+            if not evaluated(path):
                 stage(evaluate, ev + ["--model", os.path.join(out, "snapshots", f"step{n}.pt"), "--out", path])
             curve[n] = json.load(open(path))["fid"]
         timing = json.load(open(os.path.join(out, "trained.json")))
-        if not os.path.exists(os.path.join(out, "metrics.json")):  # a finished run's metrics.json is its marker
-            tic = time.time()
+        if not evaluated(os.path.join(out, "metrics.json")):  # a finished run's marker, written last
             stage(evaluate, ev + ["--model", os.path.join(out, "model.pt"), "--out", os.path.join(out, "metrics.json")])
-            data.atomic_save(dict(timing, eval_seconds=time.time() - tic), os.path.join(out, "trained.json"))
         m = json.load(open(os.path.join(out, "metrics.json")))
-        eval_seconds = json.load(open(os.path.join(out, "trained.json"))).get("eval_seconds", 0.0)
+        eval_seconds = m.get("eval_seconds", timing.get("eval_seconds", 0.0))  # measured by evaluate.py itself
         if job.get("guide"):  # the online grid: the same model sampled with autoguidance too
             path = os.path.join(out, "metrics_autoguided.json")
-            if not os.path.exists(path):
+            if not evaluated(path):
                 stage(evaluate, ev + ["--model", os.path.join(out, "model.pt"), "--out", path, "--guide", job["guide"],
                                       "--guidance", str(P["guidance"]), "--cfg", "1"])  # autoguidance alone, as ONLINE.md
             m["fid_autoguided"] = json.load(open(path))["fid"]
@@ -478,7 +532,7 @@ def online_md(rows, P, preset, seconds):
 def run_online(a, P, runs, out, d, scores, seeds, t0, workers):
     jobs = online_jobs(a, P, runs, d, scores, seeds, workers)
     rows = []
-    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:
         futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
         for f in tqdm(cf.as_completed(futures), total=len(jobs), desc="online runs"):
             job, m = futures[f], f.result()
@@ -525,14 +579,21 @@ def main(argv=None):
                    help="instead of the offline grid: uniform batches, JEST and early AJEST (reference = a smaller "
                         "guide model), and the offline Alchemist 50%% subset, with and without autoguidance, at "
                         "equal samples and at equal wall-clock time (writes online.csv, online.md)")
+    p.error = data.arg_error
     a = p.parse_args(argv)
     if (a.seeds is not None and a.seeds < 1) or (a.workers is not None and a.workers < 1):
         data.fail("--seeds and --workers must be at least 1")
     P = grid_of(PRESETS[a.preset], a.methods, a.preset, a.online)
     a.seeds = a.seeds or P["seeds"]
     runs, out = a.runs or os.path.join("runs", f"ablate_{a.preset}"), a.out or os.path.join("results", a.preset)
+    try:
+        data.check_out(runs, flag="--runs")
+        data.check_out(out)
+    except data.DataError as e:
+        data.fail(str(e))
     cuda = data.pick_device(a.device).type == "cuda"
     workers = a.workers or (P.get("gpu_workers", 1) if cuda else P["workers"])
+    lock_runs(runs)  # one grid per runs folder
     t0 = time.time()
     d, scores = prepare(a, P, runs)
     test = data.load_dataset(d, "test")
@@ -552,8 +613,7 @@ def main(argv=None):
     n_rows = lambda job: len(np.load(job["subset"])) if job["subset"] else P["n_train"]
     print(f"{len(jobs)} training runs ({len(grid)} methods x {len(seeds)} seeds), {workers} at a time; "
           f"each logs to its RUNS/train/<run>/run.log")
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no state shared by accident
-    with cf.ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else contextlib.nullcontext() as pool:
+    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         if pool:
             futures = {pool.submit(train_and_evaluate, job): job for job in jobs}
             results = ((futures[f], f.result) for f in cf.as_completed(futures))

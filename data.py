@@ -20,9 +20,15 @@ This file is the bottom of the pipeline: it also holds the few helpers every sta
 validation, the atomic writer, the one-line error, the device choice) so that none of them is written twice.
 """
 import argparse
+import contextlib
+import hashlib
 import json
+import math
 import os
+import pickle
+import secrets
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -62,22 +68,76 @@ def fail(msg):
     sys.exit(2)
 
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then os.replace: a killed run never leaves half a file."""
+def arg_error(msg):
+    """argparse's own errors as the same one line (every script sets `p.error = data.arg_error`)."""
+    fail(f"{msg} (see --help)")
+
+
+def finite(text):
+    """argparse type of every float flag: NaN and infinities are refused like any other typo."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return x
+
+
+def check_out(path, folder=True, flag="--out"):
+    """Before any work: the output folder (folder=True) or file can be written. Creates nothing: a probe file is made
+    and gone at once in the nearest folder on the path that exists."""
     path = str(path)
+    if not folder and (os.path.isdir(path) or path.endswith(("/", os.sep))):
+        raise DataError(f"{path}: is a folder; {flag} needs a file name")
+    where = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    if not os.path.isdir(where):
+        raise DataError(f"{path}: {where} is a file, not a folder; choose another {flag}")
+    try:
+        tempfile.TemporaryFile(dir=where).close()  # made and gone at once
+    except OSError as e:
+        raise DataError(f"{path}: cannot write in {where} ({e.strerror}); choose another {flag}") from None
+
+
+def atomic_save(obj, path):
+    """Save to a temporary file of a name of its own in the same folder, then os.replace: a killed run never leaves
+    half a file, and two writers of one file never share a temporary file."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, cannot write a file there")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    if path.endswith(".npy"):
-        with open(tmp, "wb") as f:
-            np.save(f, obj)
-    elif path.endswith((".json", ".csv", ".md")):
-        with open(tmp, "w") as f:
-            f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    elif path.endswith(".png"):
-        obj.save(tmp, format="PNG")
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            if path.endswith(".npy"):
+                np.save(f, obj)
+            elif path.endswith((".json", ".csv", ".md")):
+                f.write((obj if isinstance(obj, str) else json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+            elif path.endswith(".png"):
+                obj.save(f, format="PNG")
+            else:
+                torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def fingerprint(*parts):
+    """A short hash of tensors (shape, dtype, bytes) and lists of words: what a resumed run compares to go on only
+    with the data it started with."""
+    h = hashlib.sha256()
+    for x in parts:
+        if torch.is_tensor(x):
+            x = x.contiguous()
+            h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+            h.update(x.numpy().tobytes())
+        else:
+            h.update("\n".join(map(str, x)).encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def pick_device(name):
@@ -130,6 +190,17 @@ def load_dataset(path, split="train"):
     return d
 
 
+def load_splits(path, *splits):
+    """Several splits of one data folder, checked to share image size, vocabulary and caption length."""
+    out = [load_dataset(path, s) for s in splits]
+    for s, d in zip(splits[1:], out[1:]):
+        if (d["images"].shape[1:] != out[0]["images"].shape[1:] or list(d["vocab"]) != list(out[0]["vocab"])
+                or d["tokens"].shape[1] != out[0]["tokens"].shape[1]):
+            raise DataError(f"{path}: {s}.pt and {splits[0]}.pt differ in image size, vocabulary or caption length; "
+                            "re-create the folder with data.py")
+    return out
+
+
 def to_float(images):
     """uint8 [N,3,H,W] in 0..255 -> float [N,3,H,W] in [-1, 1], the range the diffusion models work in."""
     return images.float().div(127.5).sub(1.0)
@@ -150,8 +221,9 @@ def words(caption):
 
 
 def tokenize(captions, vocab, length):
-    """Captions -> int64 [N, length], 0-padded; unknown words become <unk>, long captions are cut."""
-    index = {w: i for i, w in enumerate(vocab)}
+    """Captions -> int64 [N, length], 0-padded; unknown words (and the special tokens written out) become <unk>, long
+    captions are cut."""
+    index = {w: i for i, w in enumerate(vocab) if w not in SPECIALS}
     out = torch.zeros(len(captions), length, dtype=torch.int64)
     for r, c in enumerate(captions):
         ids = [index.get(w, 1) for w in words(c)][:length] or [1]
@@ -280,58 +352,96 @@ def square(img, size):
 
 
 def read_folder(folder, size):
-    """DIR/captions.jsonl, one {"image": "rel/path.png", "caption": "...", "defect": 0?} per line."""
+    """DIR/captions.jsonl, one {"image": "rel/path.png", "caption": "...", "defect": 0?} per line (UTF-8); every image
+    path is relative and stays inside DIR."""
     index = os.path.join(folder, "captions.jsonl")
     if not os.path.isfile(index):
         raise DataError(f"{index}: not found; --from-folder needs DIR/captions.jsonl")
     images, captions, defect = [], [], []
-    with open(index) as f:
-        for lineno, line in enumerate(f, 1):
+    with open(index, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{index}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{where}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                rel, caption = row["image"], str(row["caption"])
-            except (ValueError, KeyError, TypeError):
-                raise DataError(f"{index}:{lineno}: expected {{\"image\": ..., \"caption\": ...}}") from None
-            path = os.path.join(folder, rel)
+                rel, caption = row["image"], row["caption"]
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise DataError(f"{where}: expected {{\"image\": ..., \"caption\": ...}}") from None
+            if not isinstance(caption, str):
+                raise DataError(f"{where}: \"caption\" must be a string, found {caption!r:.40}")
+            norm = os.path.normpath(rel) if isinstance(rel, str) and rel.strip() else ""
+            if (not norm or os.path.isabs(norm) or norm == os.pardir or norm.startswith(os.pardir + os.sep)
+                    or "\0" in norm):
+                raise DataError(f"{where}: \"image\" must be a path relative to {folder} and inside it, "
+                                f"found {rel!r:.60}")
+            path = os.path.join(folder, norm)
             try:
                 with Image.open(path) as img:
                     images.append(square(img, size))
-            except OSError:
-                raise DataError(f"{index}:{lineno}: cannot read image {path}") from None
+            except Exception:  # missing, not an image, truncated, a decompression bomb: the file is the problem
+                raise DataError(f"{where}: cannot read image {path}") from None
             captions.append(caption)
-            try:
-                defect.append(int(row.get("defect", 0)))
-                assert defect[-1] >= 0
-            except (ValueError, TypeError, AssertionError):
-                raise DataError(f"{index}:{lineno}: \"defect\" must be a non-negative integer") from None
+            d = row.get("defect", 0)
+            if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 1000:
+                raise DataError(f"{where}: \"defect\" must be an integer in 0..999, found {d!r:.40}")
+            defect.append(d)
     if len(images) < 3:
         raise DataError(f"{index}: needs at least 3 images (train, val and test), found {len(images)}")
     return np.stack(images), captions, np.array(defect, dtype=np.int64)
 
 
+def latin1_bytes(text, encoding):
+    """What a Python 3 pickle (protocol 2) calls to rebuild bytes, _codecs.encode(text, "latin1"), and nothing else."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError("it asks for _codecs.encode other than to latin1 bytes")
+    return text.encode("latin1")
+
+
+class ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's batches are pickles of dicts, lists, bytes and numpy arrays. This unpickler builds those and refuses
+    every other global, so that a crafted file cannot run code (files are data, never code)."""
+
+    def find_class(self, module, name):
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy 1.x
+            from numpy.core.multiarray import _reconstruct
+        allowed = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "ndarray"): np.ndarray,
+                   ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): latin1_bytes}
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}; only numpy arrays are read")
+        return allowed[module, name]
+
+
 def read_cifar10(root, size):
-    """A local torchvision CIFAR-10 folder (cifar-10-batches-py); nothing is downloaded."""
-    import pickle
+    """A local torchvision CIFAR-10 folder (cifar-10-batches-py); nothing is downloaded, no pickled code is run."""
     base = os.path.join(root, "cifar-10-batches-py")
     if not os.path.isdir(base):
         raise DataError(f"{root}: no cifar-10-batches-py folder inside; point --from-cifar10 at its parent")
-    try:
-        with open(os.path.join(base, "batches.meta"), "rb") as f:
-            names = [n.decode() if isinstance(n, bytes) else n for n in pickle.load(f, encoding="bytes")[b"label_names"]]
-        xs, ys = [], []
-        for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            p = os.path.join(base, b)
-            if os.path.exists(p):
-                with open(p, "rb") as f:
-                    d = pickle.load(f, encoding="bytes")
+    xs, ys, names = [], [], []
+    for b in ["batches.meta"] + [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        p = os.path.join(base, b)
+        if b != "batches.meta" and not os.path.exists(p):
+            continue
+        try:
+            with open(p, "rb") as f:
+                d = ArraysOnly(f, encoding="bytes").load()
+            if b == "batches.meta":
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in d[b"label_names"]]
+            else:
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys += list(d[b"labels"])
-    except (OSError, KeyError, pickle.UnpicklingError, ValueError) as e:
-        raise DataError(f"{base}: not a readable CIFAR-10 folder ({type(e).__name__})") from None
-    if not xs:
-        raise DataError(f"{base}: no data_batch_* or test_batch files")
+                ys += [int(y) for y in d[b"labels"]]
+                assert len(ys) == sum(len(x) for x in xs), "one label per image"
+        except Exception as e:  # anything a malformed or crafted pickle raises is a bad file
+            raise DataError(f"{p}: not a readable CIFAR-10 file ({str(e)[:80] or type(e).__name__})") from None
+    if not ys:
+        raise DataError(f"{base}: no images in data_batch_* or test_batch files")
     if min(ys) < 0 or max(ys) >= len(names):
         raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
     x = np.concatenate(xs)
@@ -412,9 +522,11 @@ def main(argv=None):
     p.add_argument("--max-objects", type=int, default=2, choices=[1, 2],
                    help="objects per scene: 1 or 2 (2: one or two; 1: a simpler grammar that small models learn fast)")
     p.add_argument("--defects", default="default", help=f"defect mix of the training split: {list(DEFECT_MIXES)}")
-    p.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
-    p.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
+    source.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png: samples, captions, defects")
+    p.error = arg_error
     a = p.parse_args(argv)
     if a.size not in SIZES:
         fail(f"--size {a.size} is not supported; use one of {SIZES}")
@@ -426,6 +538,7 @@ def main(argv=None):
     rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
     meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
     try:
+        check_out(a.out)
         if a.from_folder or a.from_cifar10:
             src = a.from_folder or a.from_cifar10
             images, captions, defect = (read_folder if a.from_folder else read_cifar10)(src, a.size)

@@ -372,22 +372,24 @@ def main(argv=None):
     p.add_argument("--n-samples", type=int, default=1000, help="images to generate, one per test prompt in file order; "
                                                                "keep it fixed across compared runs (FID grows ~1/N)")
     p.add_argument("--repeat", action="store_true", help="cycle the test prompts when --n-samples exceeds them")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance weight (1 = no guidance)")
+    p.add_argument("--cfg", type=data.finite, default=3.0, help="classifier-free guidance weight (1 = no guidance)")
     p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): sample with D_w = w D_model + "
                    "(1 - w) D_guide, the guide a smaller and/or earlier model of the same data (e.g. train_t2i.py "
                    "--guide-at's guide.pt). With --cfg != 1, CFG is applied inside each model first; --cfg 1 for "
                    "autoguidance alone")
-    p.add_argument("--guidance", type=float, help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
+    p.add_argument("--guidance", type=data.finite,
+                   help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--encoder-steps", type=int, default=ENCODER["steps"], help="training steps of the evaluation encoder "
                    "(cached in DATA/evaluator.pt; a different value retrains it; about a minute of CPU at 600 steps, 32x32)")
     p.add_argument("--inception", metavar="PATH", help="FID/KID on Inception-V3 pool features (2048-d, images resized "
                    "to 299) with weights from this local state_dict file, for real-image sets; CLIP score stays on the evaluator")
-    p.error = fail  # argparse's own errors also come out as one line and exit 2
+    p.error = data.arg_error  # argparse's own errors also come out as one line and exit 2
     a = p.parse_args(argv)
+    started = time.time()
     try:
         if not os.path.isdir(a.data):
             raise DataError(f"{a.data}: no such data folder; make one with `python data.py --out {a.data}`")
@@ -399,7 +401,7 @@ def main(argv=None):
                             "lower it or pass --repeat to cycle the prompts")
         device = pick_device(a.device)
         from proxy import load_proxy, sample_images  # here, so that evaluate.py imports without proxy.py
-        model, ckpt = load_proxy(a.model, device)
+        model, ckpt = load_proxy(a.model, device, dataset=test)  # image size, caption length and vocabulary
         guide, guidance = None, 1.0
         if a.guide:
             guide, guide_ckpt = load_proxy(a.guide, device)
@@ -408,6 +410,8 @@ def main(argv=None):
         elif a.guidance is not None:
             raise DataError("--guidance needs --guide (the model to guide with)")
         inception = load_inception(a.inception).to(device) if a.inception else None
+        data.check_out(a.out, folder=False)
+        data.check_out(os.path.splitext(a.out)[0] + "_samples.png", folder=False)
     except (DataError, ImportError) as e:  # ImportError: no proxy.py beside this file
         fail(str(e))
     encoder, enc = load_encoder(a.data, test, device, steps=a.encoder_steps)
@@ -424,12 +428,12 @@ def main(argv=None):
     encoder_name = (f"inception-v3 pool 2048-d ({a.inception})" if inception is not None else
                     f"evaluator penultimate {enc['config']['feat_dim']}-d ({os.path.join(a.data, 'evaluator.pt')}, "
                     f"{enc['config']['source']}, {enc['step']} steps)")
-    metrics.update(encoder=encoder_name, encoder_retrieval_top1=enc["retrieval_top1"], seed=a.seed, cfg=a.cfg,
-                   guidance=guidance, guide=os.path.abspath(a.guide) if a.guide else None, steps=a.steps,
-                   data=os.path.abspath(a.data), model=os.path.abspath(a.model))
-    atomic_save(metrics, a.out)
     grid = os.path.splitext(a.out)[0] + "_samples.png"
     data.captioned_grid([[img] for img in images[:16]], [test["captions"][r] for r in rows[:16]], grid)
+    metrics.update(encoder=encoder_name, encoder_retrieval_top1=enc["retrieval_top1"], seed=a.seed, cfg=a.cfg,
+                   guidance=guidance, guide=os.path.abspath(a.guide) if a.guide else None, steps=a.steps,
+                   data=os.path.abspath(a.data), model=os.path.abspath(a.model), eval_seconds=time.time() - started)
+    atomic_save(metrics, a.out)  # last, after its picture: the sign (ablate.py's too) that the evaluation is done
     print(f"FID {metrics['fid']:.3f}  KID {metrics['kid_mean']:.4f} +- {metrics['kid_std']:.4f}  "
           f"CLIP score {metrics['clip_score']:.4f}  GenEval {metrics.get('geneval_overall', float('nan')):.3f}  "
           f"(N = {len(images)}, encoder: {encoder_name})")

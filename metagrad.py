@@ -213,6 +213,9 @@ def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path):
         except (KeyError, RuntimeError):
             raise data.DataError(f"{a.primary}: not a primary of this reference's size; warm one with "
                                  f"--primary-warmup instead") from None
+        same, rows = warm_ckpt.get("same"), data.fingerprint(val["images"], val["tokens"], train["vocab"])
+        if not isinstance(same, dict) or same.get("data") != rows:
+            raise data.DataError(f"{a.primary}: not warmed on this data's val.pt; warm one with --primary-warmup")
     elif a.primary_warmup > 0:  # the primary learns from clean data: it comes to rely on the captions
         proxy.train(primary, val["images"], val["tokens"], warm_path, train["vocab"], a.primary_warmup, a.batch_size,
                     a.lr, a.seed, device, resume=a.resume, desc="primary warm-up (val)")
@@ -239,9 +242,11 @@ def resume_from(saved, reference, device):
     return primary, trunk.to(device).eval().requires_grad_(False), rater.to(device), saved["feats"].to(device)
 
 
-def save_state(path, s, step, gen, args):
-    """Everything a resumed run needs to end where an uninterrupted one would (the features too: no recomputing)."""
+def save_state(path, s, step, gen, args, window):
+    """Everything a resumed run needs to end where an uninterrupted one would (the features too: no recomputing; the
+    steps the next log row averages, `window`, too)."""
     data.atomic_save({"step": step, "rng": gen.get_state(), "baseline": s["baseline"], "scale": s["scale"], "args": args,
+                      "window": window,
                       "feats": s["feats"].cpu(), "rater_config": dict(s["rater"].config),
                       "trunk": s["trunk"].state_dict(), "trunk_config": dict(s["trunk"].config),
                       **{k: s[k].state_dict() if s[k] is not None else None
@@ -276,20 +281,21 @@ def main(argv=None):
     p.add_argument("--simplified", action="store_true", help="alchemist only: Eq. 9, the gap is L(theta; x) alone")
     p.add_argument("--schedule", choices=["constant", "seal"], default="constant",
                    help="g in Eq. 5: constant --gamma, or SEAL's 1.0 dropping by 0.03 per epoch of the training set")
-    p.add_argument("--gamma", type=float, default=0.5, help="g, the validation loss's share in Eq. 5 (constant)")
+    p.add_argument("--gamma", type=data.finite, default=0.5, help="g, the validation loss's share in Eq. 5 (constant)")
     p.add_argument("--no-group", action="store_true", help="no group head: W_batch = 1 (instance weights only)")
     p.add_argument("--steps", type=int, default=1000, help="meta steps (10 epochs of 8000 rows at batch 64 is 1250)")
     p.add_argument("--batch-size", type=int, default=64, help="training rows per step, and validation rows per step")
     p.add_argument("--primary-warmup", type=int, default=1000,
                    help="steps of the primary on the clean validation split before rating; longer = stronger signal")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW lr of the primary and the reference (and warm-up)")
-    p.add_argument("--rater-lr", type=float, default=1e-3, help="AdamW lr of the rater")
-    p.add_argument("--eta", type=float, help="exact only: the virtual SGD step size (default: --lr)")
-    p.add_argument("--logit-decay", type=float, default=0.05,
+    p.add_argument("--lr", type=data.finite, default=1e-3,
+                   help="AdamW lr of the primary and the reference (and warm-up)")
+    p.add_argument("--rater-lr", type=data.finite, default=1e-3, help="AdamW lr of the rater")
+    p.add_argument("--eta", type=data.finite, help="exact only: the virtual SGD step size (default: --lr)")
+    p.add_argument("--logit-decay", type=data.finite, default=0.05,
                    help="L2 prior on the rater's logits (instance z and group), keeps them where the sigmoid answers")
     p.add_argument("--primary", help="a primary already warmed on val (an earlier run's primary_warm.pt): "
                                      "skips --primary-warmup, so that several methods share one warm-up")
-    p.add_argument("--temperature", type=float, default=0.2,
+    p.add_argument("--temperature", type=data.finite, default=0.2,
                    help="tau in softmax(sigmoid(z) / tau); the largest/smallest weight ratio is at most e^(1/tau)")
     p.add_argument("--draws", type=int, default=rating.K_DRAWS,
                    help="K fixed (t, noise) draws for the rater's features and the logged losses")
@@ -298,10 +304,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed for the rater's initialisation, batches and draws")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--resume", action="store_true", help="continue from RUN/metagrad_state.pt if it exists")
+    p.error = data.arg_error
     a = p.parse_args(argv)
-    if min(a.steps, a.batch_size, a.draws, a.log_every, a.ckpt_every) < 1 or min(a.lr, a.rater_lr, a.temperature) <= 0:
-        data.fail("--steps, --batch-size, --draws, --log-every, --ckpt-every, --lr, --rater-lr and --temperature "
-                  "must be positive")
+    if (min(a.steps, a.batch_size, a.draws, a.log_every, a.ckpt_every) < 1
+            or min(a.lr, a.rater_lr, a.temperature, a.lr if a.eta is None else a.eta) <= 0):
+        data.fail("--steps, --batch-size, --draws, --log-every, --ckpt-every, --lr, --rater-lr, --eta and "
+                  "--temperature must be positive")
     if a.primary_warmup < 0 or not 0 <= a.gamma <= 1 or a.logit_decay < 0:
         data.fail("--primary-warmup and --logit-decay must be >= 0 and --gamma in [0, 1]")
     if a.simplified and a.method == "exact":
@@ -310,21 +318,25 @@ def main(argv=None):
     args = {k: v for k, v in vars(a).items() if v is not None}
     state_path, rater_path = os.path.join(a.out, "metagrad_state.pt"), os.path.join(a.out, "rater.pt")
     log_path, warm_path = os.path.join(a.out, "metagrad_log.csv"), os.path.join(a.out, "primary_warm.pt")
-    os.makedirs(a.out, exist_ok=True)
     uses_ref = a.method == "alchemist" and not a.simplified  # only Eq. 4-6 needs (and trains) theta_ref
 
     # Setup: theta_ref, then the primary warmed on clean data, the frozen trunk, every row's features, the rater
     try:
-        train, val = data.load_dataset(a.data, "train"), data.load_dataset(a.data, "val")
+        train, val = data.load_splits(a.data, "train", "val")
         reference, ref_ckpt = proxy.load_proxy(a.proxy, device, train)  # theta_ref, warmed by proxy.py (Eq. 4)
-        proxy.check_fits(reference, val, a.proxy)
         size = train["images"].shape[-1]
         draws = proxy.fixed_draws(a.draws, (3, size, size), seed=rating.DRAWS_SEED)
+        args["data_fingerprint"] = data.fingerprint(train["images"], train["tokens"], val["images"], val["tokens"],
+                                                    train["vocab"])  # a resumed run rates the data it started with
         saved = data.load_pt(state_path, "state") if a.resume and os.path.exists(state_path) else None
-        if saved is not None and "args" not in saved:
+        if saved is not None and not {"args", "step", "feats"} <= set(saved):
             raise data.DataError(f"{state_path}: not a metagrad.py state; remove it or drop --resume")
-        if saved is not None and any(saved["args"].get(k) != args.get(k) for k in SAME_ON_RESUME):
-            raise data.DataError(f"{state_path}: saved with other {SAME_ON_RESUME} flags; drop --resume or match them")
+        changed = [k if k != "data_fingerprint" else "data (train.pt, val.pt)" for k in SAME_ON_RESUME +
+                   ["data_fingerprint"] if saved and saved["args"].get(k) != args.get(k)]
+        if changed:
+            raise data.DataError(f"{state_path}: saved with other {', '.join(changed)}; pass the same data and flags, "
+                                 "or remove it and drop --resume")
+        data.check_out(a.out)
         if saved is None:
             primary, trunk, rater, feats_all, warm_ckpt = start_fresh(a, reference, ref_ckpt, train, val, draws,
                                                                       device, warm_path)
@@ -332,12 +344,13 @@ def main(argv=None):
             (primary, trunk, rater, feats_all), warm_ckpt = resume_from(saved, reference, device), None
     except data.DataError as e:
         data.fail(str(e))
+    os.makedirs(a.out, exist_ok=True)
     reference.requires_grad_(uses_ref)
     s = dict(primary=primary, reference=reference if uses_ref else None, rater=rater, trunk=trunk, feats=feats_all,
              baseline=None, scale=None, opt_primary=adamw(primary, a.lr, warm_ckpt),
              opt_ref=adamw(reference, a.lr, ref_ckpt if saved is None else None) if uses_ref else None,
              opt_rater=torch.optim.AdamW(rater.parameters(), lr=a.rater_lr, betas=(0.9, 0.95), weight_decay=0.05))
-    gen, start, last_ckpt = torch.Generator().manual_seed(a.seed), 0, None
+    gen, start, last_ckpt, window = torch.Generator().manual_seed(a.seed), 0, None, []
     if saved is not None:
         for k in ["opt_primary", "opt_ref", "opt_rater"]:
             if s[k] is not None:
@@ -346,6 +359,7 @@ def main(argv=None):
                     g["lr"] = a.rater_lr if k == "opt_rater" else a.lr
         s["baseline"], s["scale"], start, last_ckpt = saved["baseline"], saved["scale"], saved["step"], saved["step"]
         gen.set_state(saved["rng"])
+        window = saved.get("window", [])
 
     # The log: losses on a fixed validation batch with fixed draws, the rater's weights, running AUROCs
     fixed_val = (data.to_float(val["images"][:256]).to(device), val["tokens"][:256].to(device))
@@ -354,7 +368,7 @@ def main(argv=None):
     header = ["step", "val_primary", "val_reference", "W_batch", "z_min", "z_max", "z_std", "entropy", "rater_loss",
               "baseline", "gamma", "seconds"] + [f"auroc_{n}" for n in types]
     log, writer = open_log(log_path, header, start)
-    t0, window = time.time(), []
+    t0 = time.time()
     bar = tqdm(range(start, a.steps), desc=f"metagrad {a.method}{' simplified' if a.simplified else ''}",
                initial=start, total=a.steps, dynamic_ncols=True)
     for step in bar:
@@ -384,10 +398,10 @@ def main(argv=None):
             bar.set_postfix(val=f"{val_p:.4f}", W_batch=row[3], z_std=row[6],
                             **{n[:5]: f"{aurocs[n]:.2f}" for n in types[:2]})
             window = []
-        if (step + 1) % a.ckpt_every == 0 or step + 1 == a.steps:
-            save_state(state_path, s, step + 1, gen, args)
+        if (step + 1) % a.ckpt_every == 0 or step + 1 == a.steps:  # the state last: a kill in between redoes both
             rating.save_rater(rater_path, rater, trunk, step + 1, train["vocab"], k=a.draws,
                               optimizer=s["opt_rater"].state_dict(), rng=gen.get_state(), args=args)
+            save_state(state_path, s, step + 1, gen, args, window)
             last_ckpt = step + 1
     log.close()
     with torch.no_grad():

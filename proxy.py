@@ -24,6 +24,7 @@ and the exact hypergradient in metagrad.py differentiates through a gradient ste
 """
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -64,12 +65,17 @@ def cpu_has_bf16():
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def uses_bf16(device, precision="auto"):
+    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA, and on a CPU with bf16
+    hardware, where it trains the quick model 1.4x faster at the same quality (README). The choice depends only on
+    the machine, so a seed still fixes the result."""
+    return precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+
+
 def autocast(device, precision="auto"):
-    """Training's autocast: bf16 matrix products (weights, the loss and the optimiser stay float32) on CUDA, and on
-    a CPU with bf16 hardware, where it trains the quick model 1.4x faster at the same quality (README); float32
-    elsewhere, or with precision "fp32". The choice depends only on the machine, so a seed still fixes the result."""
-    bf16 = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    """Training's autocast: bf16 matrix products where uses_bf16 says so (the weights, the loss and the optimiser stay
+    float32), else float32 throughout."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
 CFG_DROP = 0.1  # fraction of captions replaced by the null caption in training (classifier-free guidance)
@@ -302,6 +308,8 @@ def load_proxy(path, device="cpu", dataset=None):
         raise data.DataError(f"{path}: weights do not fit the DiT config {ckpt['config']} ({str(e).splitlines()[0][:80]})") from None
     if dataset is not None:
         check_fits(model, dataset, path)
+        if "vocab" in ckpt and list(ckpt["vocab"]) != list(dataset["vocab"]):
+            raise data.DataError(f"{path}: model was trained with another vocabulary than this data's")
     return model.to(device).eval(), ckpt
 
 
@@ -337,11 +345,23 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
     gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
     start, spent = 0, 0.0  # spent: wall-clock seconds of the run before this process (resume)
+    # What --resume must find unchanged: the rows (and their words) and the settings that shape the run. The log's rows
+    # and the window its next row averages travel in the checkpoint, so that a resumed log is the uninterrupted one.
+    same = dict(data=data.fingerprint(images, tokens, vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
+                warmup=warmup, select=select.settings if select is not None else None, bf16=uses_bf16(device, precision))
+    rows = [["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
+            (list(select.log()) if select else [])]
+    losses, bins = [], [[] for _ in range(10)]
     if resume and os.path.exists(out_path):
         ckpt = data.load_pt(out_path, "checkpoint")
         if ckpt.get("config") != model.config:
             raise data.DataError(f"{out_path}: checkpoint is from another model size {ckpt.get('config')}; "
                                  "remove it or drop --resume")
+        old = ckpt.get("same") if isinstance(ckpt.get("same"), dict) else {}
+        changed = [k if k != "data" else "data (the rows trained on)" for k in same if old.get(k) != same[k]]
+        if changed:
+            raise data.DataError(f"{out_path}: checkpoint was made with other {', '.join(changed)}; pass the same "
+                                 "data and flags, or remove it and drop --resume")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["rng"])
@@ -355,18 +375,18 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
         if select is not None:
             select.load_state_dict(ckpt["select"])
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
+        rows, losses, bins = ckpt["log"]["rows"], ckpt["log"]["losses"], ckpt["log"]["bins"]
     mixed = autocast(device, precision)
-    if log_path and rank == 0 and start > 0 and os.path.exists(log_path):  # drop rows logged after the checkpoint
-        with open(log_path) as f:
-            rows = [r for i, r in enumerate(f) if i == 0 or int(r.split(",")[0]) <= start]
-        data.atomic_save("".join(rows), log_path)
-    log = open(log_path, "a" if start > 0 else "w", newline="") if log_path and rank == 0 else None
-    writer = csv.writer(log) if log else None
-    if writer and start == 0:
-        writer.writerow(["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
-                        (list(select.log()) if select else []))
+    log = writer = None
+    if log_path and rank == 0:  # the header and the rows up to the checkpoint, then one row at a time
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        data.atomic_save(buf.getvalue(), log_path)
+        log = open(log_path, "a", newline="")
+        writer = csv.writer(log)
+    last_ckpt = start or None
     model.train()
-    t0, losses, bins = time.time() - spent, [], [[] for _ in range(10)]
+    t0 = time.time() - spent
     mine = slice(rank, None, world)  # this rank's share of the global batch
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, dynamic_ncols=True, disable=rank > 0)
     for step in bar:
@@ -385,7 +405,8 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
             loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
         loss = loss_i.mean()
         if not torch.isfinite(loss):
-            raise data.DataError(f"non-finite loss at step {step}; lower --lr (last good checkpoint: {out_path})")
+            kept = f"last good checkpoint: {out_path}, step {last_ckpt}" if last_ckpt else "no checkpoint written yet"
+            raise data.DataError(f"non-finite loss at step {step + 1}; lower --lr ({kept})")
         for g in opt.param_groups:
             g["lr"] = lr * sched(step)
         opt.zero_grad(set_to_none=True)
@@ -402,18 +423,22 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
             bins[b].append(l)
         if (step + 1) % 50 == 0 or step + 1 == steps:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            rows.append([step + 1, f"{np.mean(losses[-50:]):.5f}", f"{time.time() - t0:.1f}"] +
+                        [f"{np.mean(b):.5f}" if b else "" for b in bins] + [(step + 1) * batch_size] +
+                        (list(select.log().values()) if select else []))
             if writer:
-                writer.writerow([step + 1, f"{np.mean(losses[-50:]):.5f}", f"{time.time() - t0:.1f}"] +
-                                [f"{np.mean(b):.5f}" if b else "" for b in bins] + [(step + 1) * batch_size] +
-                                (list(select.log().values()) if select else []))
+                writer.writerow(rows[-1])
                 log.flush()
             bins = [[] for _ in range(10)]
+        # what on_log writes (model.pt, snapshots, grids) comes before the checkpoint: a run killed in between redoes it
+        if rank == 0 and on_log and ((step + 1) % (hook_every or ckpt_every) == 0 or step + 1 == steps):
+            on_log(step + 1, model, ema)
         if rank == 0 and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
             save_checkpoint(out_path, model, step + 1, vocab, optimizer=opt.state_dict(), rng=gen.get_state(),
                             seconds=time.time() - t0, **({"ema": ema} if ema is not None else {}),
-                            **({"select": select.state_dict()} if select else {}), **(extra or {}))
-        if rank == 0 and on_log and ((step + 1) % (hook_every or ckpt_every) == 0 or step + 1 == steps):
-            on_log(step + 1, model, ema)
+                            **({"select": select.state_dict()} if select else {}), **(extra or {}), same=same,
+                            log={"rows": rows, "losses": losses[-50:], "bins": bins})
+            last_ckpt = step + 1
     if log:
         log.close()
     model.eval()
@@ -434,7 +459,9 @@ def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="los
 
 
 def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
-    """Samples for the first n prompts of `dataset`, each above its real image, with the prompt written under it."""
+    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), each above its real image, with the
+    prompt written under it."""
+    n = min(n, len(dataset["images"]))
     imgs = sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu()
     fake = ((imgs + 1) * 127.5).round().clamp(0, 255).byte()
     data.captioned_grid([[fake[i], dataset["images"][i]] for i in range(n)], dataset["captions"][:n], path,
@@ -450,7 +477,7 @@ def main(argv=None):
     p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="model and schedule size (cpu | gpu)")
     p.add_argument("--steps", type=int, help="training steps (default: preset)")
     p.add_argument("--batch-size", type=int, help="batch size (default: preset)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default: preset)")
+    p.add_argument("--lr", type=data.finite, help="AdamW learning rate (default: preset)")
     p.add_argument("--split", choices=["train", "val"], default="train",
                    help="warm up on the training set (the reference, Eq. 4) or the clean validation set")
     p.add_argument("--clean-only", action="store_true", help="train only on rows with defect 0 (ground-truth oracle)")
@@ -464,15 +491,17 @@ def main(argv=None):
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA and on CPUs with bf16 hardware (AVX512-BF16, AMX), else fp32")
+    p.error = data.arg_error
     a = p.parse_args(argv)
     cfg = dict(PRESETS[a.preset])
     pick = lambda flag, name: cfg[name] if flag is None else flag
     steps, batch_size, lr = pick(a.steps, "steps"), pick(a.batch_size, "batch_size"), pick(a.lr, "lr")
-    if min(steps, batch_size, a.draws) < 1 or lr <= 0:
-        data.fail("--steps, --batch-size, --draws and --lr must be positive")
+    if min(steps, batch_size, a.draws, a.ckpt_every) < 1 or lr <= 0:
+        data.fail("--steps, --batch-size, --draws, --ckpt-every and --lr must be positive")
     device = data.pick_device(a.device)
-    try:
-        d = data.load_dataset(a.data, a.split)
+    try:  # every input and the output folder, before the first step
+        train_all, val = data.load_splits(a.data, "train", "val")
+        d = train_all if a.split == "train" else val
         rows = torch.arange(len(d["images"]))
         if a.clean_only:
             rows = rows[d["defect"] == 0]
@@ -480,6 +509,7 @@ def main(argv=None):
             rows = torch.from_numpy(load_subset(a.subset, len(d["images"])))
         if len(rows) == 0:
             raise data.DataError("no rows left to train on (empty subset or no clean rows)")
+        data.check_out(a.out)
     except data.DataError as e:
         data.fail(str(e))
     size = d["images"].shape[-1]
@@ -499,18 +529,16 @@ def main(argv=None):
         data.fail(str(e))
     # Report: validation loss and the training set's loss by defect type, on the same K fixed draws.
     draws = fixed_draws(a.draws, (3, size, size), seed=1234)
-    val = data.load_dataset(a.data, "val")
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
-    train_all = d if a.split == "train" else data.load_dataset(a.data, "train")
     per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device) if a.report == "full" else None
     for k, name in enumerate(train_all["defect_names"]):
         if per_row is not None and (train_all["defect"] == k).any():
             report[f"loss_{name}"] = per_row[train_all["defect"] == k].mean().item()
     if "loss_misaligned" in report:
         report["misaligned_over_clean"] = report["loss_misaligned"] / report["loss_clean"]
-    data.atomic_save(report, os.path.join(a.out, "proxy_report.json"))
     sample_grid(model, val, os.path.join(a.out, "proxy_samples.png"), device=device)
+    data.atomic_save(report, os.path.join(a.out, "proxy_report.json"))  # last: ablate.py's sign that the proxy is done
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()))
     print(f"wrote {out}, proxy_log.csv, proxy_report.json, proxy_samples.png in {a.out}")
 

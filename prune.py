@@ -337,6 +337,7 @@ def prune(a):
                 start=50.0 - 50.0 * count / n if a.start is None else a.start,
                 discard_top=default_discard_top(count / n) if a.discard_top is None else a.discard_top,
                 beta=min(BETA, 1 - count / n) if a.beta is None else a.beta)
+    data.check_out(a.out, folder=False)
     rows = STRATEGIES[a.strategy](scores, count, np.random.default_rng(a.seed), **opts)
     used = {"block": ["start"], "shift_gsample": ["discard_top", "mu", "sigma"], "gsample": ["sigma"],
             "ccs": ["beta", "strata"]}.get(a.strategy, [])
@@ -347,7 +348,6 @@ def prune(a):
           f"({100 * len(rows) / n:.1f}%), seed {a.seed}")
     print(f"rank percentiles covered: {lo:.1f}-{hi:.1f} (0 = best-rated); mean {q[rows].mean():.1f}, "
           f"middle 80% of the kept rows {np.percentile(q[rows], 10):.1f}-{np.percentile(q[rows], 90):.1f}")
-    data.atomic_save(rows, a.out)
     wrote = a.out
     if truth is not None:
         defect, names = truth
@@ -360,6 +360,7 @@ def prune(a):
         wrote += f" and {png}"
     elif a.data:
         print(f"{a.data} has no defect labels (all 0): no keep rates by type, no picture")
+    data.atomic_save(rows, a.out)  # last: ablate.py takes the subset file as the sign that it is done
     print(f"wrote {wrote} ({len(rows)} sorted row indices)")
 
 
@@ -376,7 +377,7 @@ def score(a):
             raise DataError(f"--score {a.score} needs --proxy PROXY.pt (from proxy.py), --draws, --batch-size >= 1")
         from proxy import fixed_draws, load_proxy
         device = data.pick_device(a.device)
-        model, _ = load_proxy(a.proxy, device)
+        model, _ = load_proxy(a.proxy, device, dataset=d)  # the image size and the vocabulary of this data
         draws = fixed_draws(a.draws, tuple(d["images"].shape[1:]), a.seed)
         fn = (loss_scorer if a.score == "loss" else grad_norm_scorer)(model, draws, device)
         batch_size = a.batch_size
@@ -384,6 +385,7 @@ def score(a):
             fn(d["images"][:1], d["tokens"][:1])
         except (RuntimeError, IndexError) as e:
             raise DataError(f"{a.proxy}: the proxy does not fit {a.data} ({str(e).splitlines()[0][:100]})") from None
+    data.check_out(a.out, folder=False)
     scores = score_rows(fn, d, batch_size, a.score)
     if not np.isfinite(scores).all():
         raise DataError(f"--score {a.score} gave non-finite scores on {a.data}")
@@ -401,23 +403,23 @@ def main(argv=None):
     p.add_argument("--scores", metavar="S.npy",
                    help="scores to prune: float [N], one per row of train.pt, higher = rated higher")
     p.add_argument("--strategy", metavar="NAME", help=f"one of {', '.join(STRATEGIES)}")
-    p.add_argument("--keep", type=float, metavar="FRACTION", help="fraction of the rows to keep, in (0, 1]")
+    p.add_argument("--keep", type=data.finite, metavar="FRACTION", help="fraction of the rows to keep, in (0, 1]")
     p.add_argument("--count", type=int, metavar="K", help="number of rows to keep (instead of --keep)")
     p.add_argument("--out", required=True, metavar="OUT.npy",
                    help="the subset to write (sorted int64 rows; with --data also OUT.png), or the scores with --score")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling strategies and of the proxy's draws")
     p.add_argument("--data", metavar="D", help="dataset folder (or train.pt): ground truth for the keep rates and "
                    "OUT.png; with --score, the rows to score")
-    p.add_argument("--start", type=float, metavar="PCT",
+    p.add_argument("--start", type=data.finite, metavar="PCT",
                    help="block: first percentile of the window (default: the window centred on 50)")
-    p.add_argument("--discard-top", type=float, metavar="PCT", help="shift_gsample: top percent discarded (default "
-                   "by keep: 25 up to keep 50%%, 15 at 80%%, 5 at 90%%, 0 at 100%%, linear in between)")
-    p.add_argument("--mu", type=float, default=MU, metavar="PCT",
+    p.add_argument("--discard-top", type=data.finite, metavar="PCT", help="shift_gsample: top percent discarded "
+                   "(default by keep: 25 up to keep 50%%, 15 at 80%%, 5 at 90%%, 0 at 100%%, linear in between)")
+    p.add_argument("--mu", type=data.finite, default=MU, metavar="PCT",
                    help=f"shift_gsample: Gaussian centre in percentiles from the top (default {MU:g})")
-    p.add_argument("--sigma", type=float, default=SIGMA, metavar="PCT",
+    p.add_argument("--sigma", type=data.finite, default=SIGMA, metavar="PCT",
                    help=f"shift_gsample, gsample: Gaussian width in percentiles (default {SIGMA:g})")
-    p.add_argument("--beta", type=float, metavar="FRACTION", help=f"ccs: fraction of the lowest-rated rows dropped "
-                   f"(default {BETA:g}, or 1 - keep where that is less)")
+    p.add_argument("--beta", type=data.finite, metavar="FRACTION", help=f"ccs: fraction of the lowest-rated rows "
+                   f"dropped (default {BETA:g}, or 1 - keep where that is less)")
     p.add_argument("--strata", type=int, default=STRATA, metavar="K",
                    help=f"ccs: equal-width score strata (default {STRATA})")
     p.add_argument("--score", metavar="NAME", help="scoring mode: score the rows of --data with clarity, frequency, "
@@ -427,6 +429,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64, help="loss, grad_norm: rows per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="loss, grad_norm: auto picks CUDA when present")
+    p.error = data.arg_error
     a = p.parse_args(argv)
     try:
         if not a.out.endswith(".npy"):

@@ -262,6 +262,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64, help="batch size of those batchings (the training one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random batchings")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
+    p.error = data.arg_error
     a = p.parse_args(argv)
     if a.shuffles < 1 or a.batch_size < 1:
         data.fail("--shuffles and --batch-size must be positive")
@@ -271,6 +272,7 @@ def main(argv=None):
     try:
         d = data.load_dataset(a.data, "train")
         rater, trunk, ckpt = load_rater(a.rater, device, d)
+        data.check_out(a.out, folder=False)
     except data.DataError as e:
         data.fail(str(e))
     size = d["images"].shape[-1]
@@ -280,8 +282,7 @@ def main(argv=None):
     scores = scores.cpu().numpy().astype(np.float32)  # (N,)
     if not np.isfinite(scores).all():
         data.fail(f"{a.rater}: the rater gives non-finite scores for {int((~np.isfinite(scores)).sum())} rows")
-    data.atomic_save(scores, a.out)
-    written = [a.out]
+    written = []
     if (d["defect"] != 0).any():  # ground truth: how the ranking treats each defect type
         stem = a.out[:-len(".npy")]
         report = ranking_report(scores, d["defect"].numpy(), d["defect_names"])
@@ -291,6 +292,8 @@ def main(argv=None):
         histogram_png(scores, d["defect"].numpy(), d["defect_names"], stem + "_hist.png")
         written += [stem + "_report.json", stem + "_hist.png"]
         print("AUROC clean vs " + ", ".join(f"{k[6:]} {v:.3f}" for k, v in report.items() if k.startswith("auroc_")))
+    data.atomic_save(scores, a.out)  # last: ablate.py takes the scores file as the sign that rating is done
+    written.insert(0, a.out)
     print(f"scored {len(scores)} rows (scores {scores.min():.3f} .. {scores.max():.3f}); wrote {', '.join(written)}")
 
 

@@ -407,15 +407,19 @@ def main(argv=None):
                       ("ref_width", "hidden width of the reference/guide"), ("n_data", "training points"),
                       ("n_eval", "samples per evaluated model"), ("sample_steps", "Euler steps of the sampler")]:
         p.add_argument("--" + key.replace("_", "-"), type=int, help=what + " (default: preset)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate before its 1/sqrt decay")
-    p.add_argument("--factor", type=float, default=5.0, help="super-batch = B * factor = B / (1 - f); 5 is f = 0.8")
+    p.add_argument("--lr", type=data.finite, default=1e-2, help="Adam learning rate before its 1/sqrt decay")
+    p.add_argument("--factor", type=data.finite, default=5.0,
+                   help="super-batch = B * factor = B / (1 - f); 5 is f = 0.8")
     p.add_argument("--chunks", type=int, default=16, help="JEST chunks per selection")
-    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (vs score_std in the json)")
-    p.add_argument("--guidance", type=float, default=2.0, help="autoguidance weight w (1 = none) for the guided rows")
-    p.add_argument("--bad-frac", type=float, default=0.2, help="bad training points: half tree B, half uniform")
+    p.add_argument("--temperature", type=data.finite, default=1.0,
+                   help="softmax temperature (vs score_std in the json)")
+    p.add_argument("--guidance", type=data.finite, default=2.0,
+                   help="autoguidance weight w (1 = none) for the guided rows")
+    p.add_argument("--bad-frac", type=data.finite, default=0.2, help="bad training points: half tree B, half uniform")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, and the first run seed")
     p.add_argument("--seeds", type=int, default=3, help="runs with seeds --seed .. --seed + N - 1")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
+    p.error = data.arg_error
     a = p.parse_args(argv)
     cfg = {k: v if getattr(a, k) is None else getattr(a, k) for k, v in PRESETS[a.preset].items()}
     rules = [r.strip() for r in a.online.split(",") if r.strip()]
@@ -427,6 +431,10 @@ def main(argv=None):
             and 1 <= a.chunks <= cfg["batch_size"]):
         data.fail("--lr, --temperature and --guidance must be positive, --factor >= 1, 0 <= --bad-frac < 1, and "
                   f"--chunks between 1 and the batch size {cfg['batch_size']}")
+    try:
+        data.check_out(a.out)  # before the work, not after it
+    except data.DataError as e:
+        data.fail(str(e))
     device, started = data.pick_device(a.device), time.perf_counter()
 
     # The same for every seed: the trees, the training set, held-out draws for the curves, true mass per grid cell.

@@ -126,6 +126,7 @@ class OnlineSelection:
         self.super_size = max(batch_size, round(batch_size * factor))
         self.chunks, self.temperature, self.switch = chunks, temperature, AjestSwitch(mode)
         self.scored, self.score_seconds, self.last = 0, 0.0, {}
+        self.settings = dict(mode=mode, super_size=self.super_size, chunks=chunks, temperature=temperature)  # resume
 
     @property
     def size(self):  # rows to draw: the super-batch while it is scored; early AJEST after its switch, the batch alone
@@ -156,7 +157,7 @@ class OnlineSelection:
 
     def state_dict(self):  # the reference's weights too: a resumed run goes on with the very same reference
         ref = self.reference
-        return {"mode": self.mode, "crossed_at": self.switch.crossed_at, "scored": self.scored,
+        return {"mode": self.mode, "crossed_at": self.switch.crossed_at, "scored": self.scored, "last": self.last,
                 "score_seconds": self.score_seconds, **({} if ref is None else {"reference_config": dict(ref.config),
                 "reference": {k: v.cpu() for k, v in ref.state_dict().items()}})}
 
@@ -169,6 +170,7 @@ class OnlineSelection:
             self.reference = proxy.DiT(**state["reference_config"]).to(dev).eval().requires_grad_(False)
             self.reference.load_state_dict(state["reference"])
         self.switch.crossed_at, self.scored, self.score_seconds = state["crossed_at"], state["scored"], state["score_seconds"]
+        self.last = state.get("last", {})  # the log's loss columns after an AJEST switch-off repeat the last scoring
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,10 +191,10 @@ def main(argv=None):
                    help="model and schedule size: cpu (width 160, depth 6) | gpu (width 384, depth 12)")
     p.add_argument("--steps", type=int, help="training steps, the same for every subset compared (default: preset)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over torchrun processes (default: preset)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate after the linear warm-up (default: preset)")
+    p.add_argument("--lr", type=data.finite, help="AdamW learning rate after the linear warm-up (default: preset)")
     p.add_argument("--width", type=int, help="override the preset's model width (must divide by its heads)")
     p.add_argument("--depth", type=int, help="override the preset's number of DiT blocks")
-    p.add_argument("--ema", type=float, default=EMA_DECAY,
+    p.add_argument("--ema", type=data.finite, default=EMA_DECAY,
                    help="EMA decay of the weights that model.pt holds, warmed up as min(decay, (1+step)/(10+step)) so a "
                         "short run's EMA forgets its random start; 0 = no EMA (model.pt holds the raw weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, batches, t, noise, caption drop")
@@ -209,7 +211,7 @@ def main(argv=None):
                         "curve (0 = off)")
     p.add_argument("--grid-every", type=int, default=500,
                    help="write RUN/samples_step{N}.png (EMA samples for 16 validation prompts) every N steps (0 = off)")
-    p.add_argument("--guide-at", type=float, default=0.0, metavar="F",
+    p.add_argument("--guide-at", type=data.finite, default=0.0, metavar="F",
                    help="save the EMA weights at step round(F * --steps) as RUN/guide.pt: an earlier snapshot of this "
                         "model, for autoguidance (evaluate.py --guide) and as an --online reference; EDM2 trains its "
                         "guide to 1/16 of the schedule (0 = off)")
@@ -224,14 +226,15 @@ def main(argv=None):
                    help="the frozen reference (a model.pt, guide.pt or snapshot with this data's image size and "
                         "vocabulary; it may be smaller); default: RUN/guide.pt if it exists, e.g. from an earlier "
                         "--guide-at run in the same folder. Stored in train_state.pt, so --resume reuses it")
-    o.add_argument("--super-batch-factor", type=float, default=5.0,
+    o.add_argument("--super-batch-factor", type=data.finite, default=5.0,
                    help="score factor x --batch-size rows per step and keep --batch-size: 1/(1-f) for JEST's filtering "
                         "ratio f (5 = keep 20%%)")
     o.add_argument("--chunks", type=int, default=16,
                    help="JEST samples the kept rows in this many chunks, each without replacement")
-    o.add_argument("--temperature", type=float, default=0.1,
+    o.add_argument("--temperature", type=data.finite, default=0.1,
                    help="rows are sampled from softmax(score / temperature); compare it with log.csv's score_std: "
                         "much larger is nearly uniform, 0 = the deterministic top rows (RHO-LOSS)")
+    p.error = data.arg_error
     a = p.parse_args(argv)
 
     # torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; only rank 0 prints and writes files.
@@ -240,7 +243,8 @@ def main(argv=None):
     say = print if rank == 0 else (lambda *args, **kw: None)
     cfg = dict(PRESETS[a.preset])
     cfg.update({k: v for k, v in dict(width=a.width, depth=a.depth).items() if v is not None})
-    steps, batch_size, lr = a.steps or cfg["steps"], a.batch_size or cfg["batch_size"], a.lr or cfg["lr"]
+    pick = lambda flag, name: cfg[name] if flag is None else flag  # None = the preset's; 0 is refused below
+    steps, batch_size, lr = pick(a.steps, "steps"), pick(a.batch_size, "batch_size"), pick(a.lr, "lr")
     if min(steps, batch_size, cfg["width"], cfg["depth"]) < 1 or lr <= 0:
         stop("--steps, --batch-size, --lr, --width and --depth must be positive")
     if cfg["width"] % cfg["heads"]:
@@ -258,8 +262,7 @@ def main(argv=None):
 
     # Everything that can be wrong with the input is checked before the first file is written.
     try:
-        d = data.load_dataset(a.data, "train")
-        val = data.load_dataset(a.data, "val")
+        d, val = data.load_splits(a.data, "train", "val")
         rows = torch.arange(len(d["images"]))
         if a.subset:
             rows = torch.from_numpy(proxy.load_subset(a.subset, len(d["images"])))  # sorted, unique, in range
@@ -270,6 +273,7 @@ def main(argv=None):
                 raise data.DataError(f"--online {a.online} needs a reference model: pass --reference REF.pt (e.g. the "
                                      f"guide.pt of a run with --guide-at 0.125){'' if a.reference else f'; no {ref_path}'}")
             reference, _ = proxy.load_proxy(ref_path, "cpu", dataset=d)  # same image size and vocabulary as the data
+        data.check_out(a.out)
     except data.DataError as e:
         stop(str(e))
 

@@ -183,7 +183,7 @@ def test_real_image_sets_train_the_evaluator_on_val_and_skip_geneval(shapes16, t
 def stand_in_proxy(test):
     mod = types.ModuleType("proxy")
 
-    def load_proxy(path, device="cpu"):
+    def load_proxy(path, device="cpu", dataset=None):
         ckpt = data.load_pt(path, "model checkpoint")
         if "model" not in ckpt:
             raise data.DataError(f"{path}: not a model checkpoint")

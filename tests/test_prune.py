@@ -323,4 +323,4 @@ def test_a_proxy_made_for_other_images_is_bad_input(shapes, tmp_path, capsys):
     out = tmp_path / "loss.npy"
     with pytest.raises(SystemExit) as e:
         prune.main(["--data", shapes, "--score", "loss", "--proxy", path, "--device", "cpu", "--out", str(out)])
-    assert e.value.code == 2 and "does not fit" in capsys.readouterr().err and not out.exists()
+    assert e.value.code == 2 and "32px images" in capsys.readouterr().err and not out.exists()
