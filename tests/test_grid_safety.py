@@ -14,11 +14,8 @@ import ablate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-TINY = dict(size=16, n_train=160, n_val=40, n_test=40, proxy=["--preset", "quick", "--steps", "4"], primary_warmup=2,
-            meta_steps=3, target=["--width", "16", "--depth", "1"], steps=4, batch_size=8, n_samples=16,
-            sample_steps=2, curve_points=2, encoder_steps=20, workers=1, guide=["--width", "16", "--depth", "1"],
-            guide_fraction=0.5, guidance=2.0, online_temperature=0.01,
-            grid=[(None, None, 1.0), ("random", "random", 0.5)])  # both runs with an FID curve (ablate.CURVES)
+TINY = dict(ablate.PRESETS["tiny"], workers=1,  # both runs with an FID curve (ablate.CURVES)
+            grid=[(None, None, 1.0), ("random", "random", 0.5)])
 CLOCK = {"train_seconds", "eval_seconds"}  # wall-clock columns: the only ones that may differ
 
 pytestmark = pytest.mark.usefixtures("one_thread")
