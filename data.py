@@ -473,6 +473,25 @@ def split_real(images, captions, defect, rng, meta, n_val, n_test):
     return out
 
 
+def split_curated(train_rows, curated, rng, meta, n_val, n_test, where):
+    """Train = every row of the imported folder (file order); val and test from a small curated folder `where`
+    (read_folder's images, captions, defect), shuffled once: test takes min(n_test, half of it), val up to n_val of
+    the rest. Test is curated too: it supplies evaluate.py's prompts and reference images. One vocabulary for all."""
+    if len(curated[0]) < 2 or (curated[2] != 0).any():
+        raise DataError(f"{where}/captions.jsonl: a curated folder needs 2 or more rows, none marked defective")
+    order = rng.permutation(len(curated[0]))
+    n_test = min(n_test, len(order) // 2)
+    parts = {"train": (train_rows, np.arange(len(train_rows[0]))), "val": (curated, order[n_test:n_test + n_val]),
+             "test": (curated, order[:n_test])}
+    every = train_rows[1] + curated[1]
+    vocab = SPECIALS + sorted({w for c in every for w in words(c)} - set(SPECIALS))
+    length, top = max(1, min(32, max(len(words(c)) for c in every))), int(train_rows[2].max())
+    return {name: {"images": torch.from_numpy(im[r]), "tokens": tokenize([caps[i] for i in r], vocab, length),
+                   "captions": [caps[i] for i in r], "vocab": vocab, "defect": torch.from_numpy(de[r]),
+                   "defect_names": DEFECT_NAMES if top < len(DEFECT_NAMES) else [str(i) for i in range(top + 1)],
+                   "meta": dict(meta, split=name)} for name, ((im, caps, de), r) in parts.items()}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Preview: a grid of samples with their captions and defect labels
 
@@ -525,6 +544,8 @@ def main(argv=None):
     source = p.add_mutually_exclusive_group()
     source.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
     source.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
+    p.add_argument("--val-from", metavar="VAL_DIR", help="with --from-folder: val and test from this small curated "
+                   "folder (its own captions.jsonl, clean rows), not from DIR's possibly dirty rows")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png: samples, captions, defects")
     p.error = arg_error
     a = p.parse_args(argv)
@@ -534,6 +555,8 @@ def main(argv=None):
         fail(f"--defects {a.defects!r} is unknown; use one of {list(DEFECT_MIXES)}")
     if min(a.n_train, a.n_val, a.n_test) < 1:
         fail("--n-train, --n-val and --n-test must be at least 1")
+    if a.val_from and not a.from_folder:
+        fail("--val-from VAL_DIR goes with --from-folder DIR (a generated set's val is clean by construction)")
     # Three disjoint random streams from one seed: train, val, test never share a scene by construction.
     rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
     meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
@@ -543,7 +566,10 @@ def main(argv=None):
             src = a.from_folder or a.from_cifar10
             images, captions, defect = (read_folder if a.from_folder else read_cifar10)(src, a.size)
             meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10")
-            splits = split_real(images, captions, defect, rng_train, meta, a.n_val, a.n_test)
+            meta.update(val_source="curated" if a.val_from else "same rows" if a.from_folder else "cifar10")
+            splits = split_curated((images, captions, defect), read_folder(a.val_from, a.size), rng_train, meta,
+                                   a.n_val, a.n_test, a.val_from) if a.val_from else \
+                split_real(images, captions, defect, rng_train, meta, a.n_val, a.n_test)
         else:
             meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects], max_objects=a.max_objects)
             splits = {"train": make_split(a.n_train, a.size, rng_train, DEFECT_MIXES[a.defects], dict(meta, split="train")),
@@ -553,6 +579,9 @@ def main(argv=None):
         fail(str(e))
     for name, d in splits.items():
         atomic_save(d, os.path.join(a.out, f"{name}.pt"))
+    if a.from_folder and not a.val_from:
+        print(f"note: val and test are drawn from the rows of {a.from_folder} (only rows marked \"defect\" kept out): "
+              "if they are dirty, so is the rater's outer loss; pass --val-from CURATED_DIR")
     train = splits["train"]
     counts = ", ".join(f"{name} {int((train['defect'] == k).sum())}" for k, name in enumerate(train["defect_names"])
                        if (train["defect"] == k).any())

@@ -39,6 +39,7 @@ import argparse
 import copy
 import csv
 import os
+import sys
 import time
 
 import numpy as np
@@ -126,9 +127,11 @@ def stratified_t(n, gen):
     return (torch.randperm(n, generator=gen) + torch.rand(n, generator=gen)) / n  # (n,)
 
 
-def draw_batch(gen, feats_all, train, val, batch_size, device):
-    """Rows, a validation batch and one (t, noise) per sample, all from the run's generator (on the CPU)."""
-    idx = torch.randint(len(train["images"]), (batch_size,), generator=gen)
+def draw_batch(gen, feats_all, train, val, batch_size, device, rows=None):
+    """Rows, a validation batch and one (t, noise) per sample, all from the run's generator (on the CPU). `rows`:
+    the training rows to draw from (--rate-on; default all of them, with the very same draws)."""
+    idx = torch.randint(len(train["images"]) if rows is None else len(rows), (batch_size,), generator=gen)
+    idx = idx if rows is None else rows[idx]
     vidx = torch.randint(len(val["images"]), (batch_size,), generator=gen)
     shape = (batch_size, *train["images"].shape[1:])
     b = dict(feats=feats_all[idx.to(feats_all.device)], x=data.to_float(train["images"][idx]), tok=train["tokens"][idx],
@@ -201,9 +204,10 @@ def adamw(model, lr, ckpt=None):
     return opt
 
 
-def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path):
-    """Warm the primary on clean data, freeze a copy as the trunk, compute every row's features, build the rater.
-    Returns primary, trunk, rater, features [N, D], and the checkpoint whose optimiser moments the primary continues."""
+def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path, rated):
+    """Warm the primary on clean data, freeze a copy as the trunk, compute every row's features (--rater-input),
+    build the rater, standardised on the `rated` rows only. Returns primary, trunk, rater, features [N, D], the
+    checkpoint whose optimiser moments the primary continues, and the wall seconds of warm-up and features."""
     primary = copy.deepcopy(reference).requires_grad_(True)  # theta_0 = theta_ref
     warm_ckpt = ref_ckpt
     if a.primary:  # warmed by an earlier run: same architecture as the reference, same data
@@ -221,12 +225,16 @@ def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path):
                     a.lr, a.seed, device, resume=a.resume, desc="primary warm-up (val)")
         warm_ckpt = data.load_pt(warm_path, "checkpoint")
     trunk = copy.deepcopy(primary).eval().requires_grad_(False)  # the rater's frozen view (rater.py)
-    raw = rating.features_of_rows(trunk, train["images"], train["tokens"], draws, device).to(device)  # (N, 2K + C)
+    tic = time.time()
+    raw = rating.input_features(trunk, train["images"], train["tokens"], device, a.rater_input, draws,
+                                a.content_blocks).to(device)  # (N, 2K + C) losses, (N, C) content
+    seconds = {"warmup": float(warm_ckpt.get("seconds", 0.0)) if a.primary or a.primary_warmup > 0 else 0.0,
+               "features": time.time() - tic, "meta": 0.0}
     torch.manual_seed(a.seed)
     rater = rating.Rater(raw.shape[1], width=trunk.config["width"], temperature=a.temperature,
                          use_group=not a.no_group).to(device)
-    rater.fit_standardisation(raw)
-    return primary, trunk, rater, rater.standardise(raw), warm_ckpt  # features computed once: the trunk is frozen
+    rater.fit_standardisation(raw[rated.to(device)])  # the unseen rows stay unseen, even by the standardisation
+    return primary, trunk, rater, rater.standardise(raw), warm_ckpt, seconds  # computed once: the trunk is frozen
 
 
 def resume_from(saved, reference, device):
@@ -242,12 +250,23 @@ def resume_from(saved, reference, device):
     return primary, trunk.to(device).eval().requires_grad_(False), rater.to(device), saved["feats"].to(device)
 
 
+def choose_rated(n, fraction, seed):
+    """The rows the rater is meta-trained on (--rate-on): round(fraction n) of the n rows drawn at random from
+    `seed`, sorted int64 [M]; all rows at fraction 1. The rest are never seen in meta-training (rater.py reports
+    them apart), but are scored like every other row."""
+    if fraction >= 1:
+        return torch.arange(n)
+    m = min(n, max(1, round(fraction * n)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).narrow(0, 0, m).sort().values
+
+
 def save_state(path, s, step, gen, args, window):
     """Everything a resumed run needs to end where an uninterrupted one would (the features too: no recomputing; the
     steps the next log row averages, `window`, too)."""
     data.atomic_save({"step": step, "rng": gen.get_state(), "baseline": s["baseline"], "scale": s["scale"], "args": args,
                       "window": window,
-                      "feats": s["feats"].cpu(), "rater_config": dict(s["rater"].config),
+                      "feats": s["feats"].cpu(), "rater_config": dict(s["rater"].config), "rated_rows": s["rated"],
+                      "seconds": dict(s["seconds"]),
                       "trunk": s["trunk"].state_dict(), "trunk_config": dict(s["trunk"].config),
                       **{k: s[k].state_dict() if s[k] is not None else None
                          for k in ["primary", "reference", "rater", "opt_primary", "opt_ref", "opt_rater"]}}, path)
@@ -266,8 +285,47 @@ def open_log(path, header, start):
     return f, writer
 
 
+def write_checkpoints(state_path, rater_path, s, step, gen, args, vocab, n_rows, window):
+    """metagrad_state.pt and rater.pt at `step`. rater.pt records what rater.py and bench/ need: the input kind (and
+    its draws or blocks), the rows it was meta-trained on, and the wall seconds of warm-up, features and meta steps
+    (s["seconds"]; the meta steps' share is the time since s["clock"] plus that of earlier runs, on --resume)."""
+    s["seconds"]["meta"] = s["meta_before"] + time.time() - s["clock"]
+    rating.save_rater(rater_path, s["rater"], s["trunk"], step, vocab, k=args["draws"],
+                      optimizer=s["opt_rater"].state_dict(), rng=gen.get_state(), args=args, input=args["rater_input"],
+                      content_blocks=args["content_blocks"], rated_rows=s["rated"], n_rows=n_rows,
+                      seconds=dict(s["seconds"]))
+    save_state(state_path, s, step, gen, args, window)  # the state last: a kill in between redoes both
+
+
+def val_note(val, path):
+    """The one line that says when val.pt was drawn from the same (possibly dirty) rows as train.pt (data.py
+    --from-folder without --val-from): then the "clean" outer loss is as dirty as the data."""
+    if val["meta"].get("val_source") == "same rows":
+        print(f"note: {path}/val.pt was drawn from the same, possibly dirty, rows as train.pt: the rater learns what "
+              f"\"good\" means from it (import a curated folder with data.py --val-from)")
+
+
+def auroc_cells(z, defect, names, types, rated):
+    """The log's AUROC columns: auroc_<type> on all rows, and with --rate-on < 1 unseen_auroc_<type> on the rows the
+    rater never trains on. Returns {column: value}; rated: the meta-training rows (int64)."""
+    cells = {f"auroc_{n}": v for n, v in rating.aurocs_by_type(z, defect, names).items()}
+    if len(rated) < len(z):
+        cells.update(rating.seen_unseen_report(z, defect, names, rated.numpy()))
+    return {k: v for k, v in cells.items() if k.split("auroc_")[1] in types and not k.startswith("seen_")}
+
+
+def direction_warning(s, rater_path, val, z_all, device):
+    """rater.canary_report on val with the rater just written; prints its one warning line (stderr) if any."""
+    report = rating.canary_report(s["rater"], s["trunk"], data.load_pt(rater_path, "rater"), val, z_all, device)
+    warning = rating.canary_warning(report)
+    if warning:
+        print(warning, file=sys.stderr)
+    return report
+
+
 # Flags that must not change across --resume (the others, e.g. --steps or --lr, may)
-SAME_ON_RESUME = ["method", "simplified", "no_group", "batch_size", "temperature", "draws", "schedule", "seed"]
+SAME_ON_RESUME = ["method", "simplified", "no_group", "batch_size", "temperature", "draws", "schedule", "seed",
+                  "rater_input", "content_blocks", "rate_on"]
 
 
 def main(argv=None):
@@ -299,6 +357,15 @@ def main(argv=None):
                    help="tau in softmax(sigmoid(z) / tau); the largest/smallest weight ratio is at most e^(1/tau)")
     p.add_argument("--draws", type=int, default=rating.K_DRAWS,
                    help="K fixed (t, noise) draws for the rater's features and the logged losses")
+    p.add_argument("--rater-input", choices=rating.INPUTS, default="losses",
+                   help="what the rater sees of a row: losses (the trunk's log losses with and without the caption at "
+                        "--draws draws, and its pooled state) or content (the clean image and caption through the "
+                        "trunk's first --content-blocks blocks: one partial forward pass per row, Alchemist's form)")
+    p.add_argument("--content-blocks", type=int, default=rating.CONTENT_BLOCKS,
+                   help="content only: how many of the trunk's DiT blocks the sample goes through")
+    p.add_argument("--rate-on", type=float, default=1.0, metavar="FRACTION",
+                   help="meta-train the rater on this random fraction of the training rows (seed --seed); rater.py "
+                        "scores all of them and reports the unseen rows apart")
     p.add_argument("--log-every", type=int, default=25, help="log (CSV and progress bar) every N steps")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint (metagrad_state.pt, rater.pt) every N steps")
     p.add_argument("--seed", type=int, default=0, help="seed for the rater's initialisation, batches and draws")
@@ -312,6 +379,8 @@ def main(argv=None):
                   "--temperature must be positive")
     if a.primary_warmup < 0 or not 0 <= a.gamma <= 1 or a.logit_decay < 0:
         data.fail("--primary-warmup and --logit-decay must be >= 0 and --gamma in [0, 1]")
+    if not 0 < a.rate_on <= 1 or a.content_blocks < 1:
+        data.fail("--rate-on must be in (0, 1] and --content-blocks at least 1")
     if a.simplified and a.method == "exact":
         data.fail("--simplified is a variant of --method alchemist (Eq. 9); the exact method has no loss gap")
     device, eta = data.pick_device(a.device), a.eta if a.eta is not None else a.lr
@@ -324,6 +393,8 @@ def main(argv=None):
     try:
         train, val = data.load_splits(a.data, "train", "val")
         reference, ref_ckpt = proxy.load_proxy(a.proxy, device, train)  # theta_ref, warmed by proxy.py (Eq. 4)
+        if a.content_blocks > reference.config["depth"]:
+            raise data.DataError(f"--content-blocks {a.content_blocks}: the proxy has {reference.config['depth']} blocks")
         size = train["images"].shape[-1]
         draws = proxy.fixed_draws(a.draws, (3, size, size), seed=rating.DRAWS_SEED)
         args["data_fingerprint"] = data.fingerprint(train["images"], train["tokens"], val["images"], val["tokens"],
@@ -337,17 +408,20 @@ def main(argv=None):
             raise data.DataError(f"{state_path}: saved with other {', '.join(changed)}; pass the same data and flags, "
                                  "or remove it and drop --resume")
         data.check_out(a.out)
+        val_note(val, a.data)
+        rated = choose_rated(len(train["images"]), a.rate_on, a.seed) if saved is None else saved["rated_rows"]
         if saved is None:
-            primary, trunk, rater, feats_all, warm_ckpt = start_fresh(a, reference, ref_ckpt, train, val, draws,
-                                                                      device, warm_path)
+            primary, trunk, rater, feats_all, warm_ckpt, seconds = start_fresh(a, reference, ref_ckpt, train, val,
+                                                                               draws, device, warm_path, rated)
         else:
-            (primary, trunk, rater, feats_all), warm_ckpt = resume_from(saved, reference, device), None
+            (primary, trunk, rater, feats_all), warm_ckpt, seconds = resume_from(saved, reference, device), None, \
+                saved["seconds"]
     except data.DataError as e:
         data.fail(str(e))
     os.makedirs(a.out, exist_ok=True)
     reference.requires_grad_(uses_ref)
     s = dict(primary=primary, reference=reference if uses_ref else None, rater=rater, trunk=trunk, feats=feats_all,
-             baseline=None, scale=None, opt_primary=adamw(primary, a.lr, warm_ckpt),
+             baseline=None, scale=None, rated=rated, seconds=seconds, meta_before=seconds["meta"], clock=time.time(), opt_primary=adamw(primary, a.lr, warm_ckpt),
              opt_ref=adamw(reference, a.lr, ref_ckpt if saved is None else None) if uses_ref else None,
              opt_rater=torch.optim.AdamW(rater.parameters(), lr=a.rater_lr, betas=(0.9, 0.95), weight_decay=0.05))
     gen, start, last_ckpt, window = torch.Generator().manual_seed(a.seed), 0, None, []
@@ -366,7 +440,7 @@ def main(argv=None):
     defect, names = train["defect"].numpy(), train["defect_names"]
     types = [names[k] for k in range(1, len(names)) if (defect == k).any()]  # empty without ground truth
     header = ["step", "val_primary", "val_reference", "W_batch", "z_min", "z_max", "z_std", "entropy", "rater_loss",
-              "baseline", "gamma", "seconds"] + [f"auroc_{n}" for n in types]
+              "baseline", "gamma", "seconds"] + list(auroc_cells(np.zeros(len(defect)), defect, names, types, rated))
     log, writer = open_log(log_path, header, start)
     t0 = time.time()
     bar = tqdm(range(start, a.steps), desc=f"metagrad {a.method}{' simplified' if a.simplified else ''}",
@@ -374,7 +448,7 @@ def main(argv=None):
     for step in bar:
         epoch = step * a.batch_size // len(train["images"])
         gamma = max(0.0, 1.0 - 0.03 * epoch) if a.schedule == "seal" else a.gamma  # SEAL's upper-level weight
-        b = draw_batch(gen, feats_all, train, val, a.batch_size, device)
+        b = draw_batch(gen, feats_all, train, val, a.batch_size, device, rated)
         try:
             window.append(meta_step(s, b, a.method, a.simplified, gamma, eta, a.logit_decay))
         except FloatingPointError:
@@ -387,26 +461,25 @@ def main(argv=None):
                 z_all = rater.logits(feats_all)[0].cpu().numpy()  # (N,): cheap, the features are precomputed
                 val_p = proxy.sample_loss(primary, *fixed_val, draws).mean().item()
                 val_r = proxy.sample_loss(reference, *fixed_val, draws).mean().item() if uses_ref else None
-            aurocs = rating.aurocs_by_type(z_all, defect, names)
+            aurocs = auroc_cells(z_all, defect, names, types, rated)
             row = [step + 1, f"{val_p:.5f}", "" if val_r is None else f"{val_r:.5f}",
                    f"{np.mean([w['W_batch'] for w in window]):.4f}", f"{z_all.min():.3f}", f"{z_all.max():.3f}",
                    f"{z_all.std():.3f}", f"{np.mean([w['entropy'] for w in window]):.4f}",
                    f"{np.mean([w['rater_loss'] for w in window]):.5f}",
                    "" if s["baseline"] is None else f"{s['baseline']:.5f}", f"{gamma:.2f}", f"{time.time() - t0:.1f}"]
-            writer.writerow(row + [f"{aurocs[n]:.4f}" for n in types])
+            writer.writerow(row + [f"{v:.4f}" for v in aurocs.values()])
             log.flush()
             bar.set_postfix(val=f"{val_p:.4f}", W_batch=row[3], z_std=row[6],
-                            **{n[:5]: f"{aurocs[n]:.2f}" for n in types[:2]})
+                            **{n[:5]: f"{aurocs['auroc_' + n]:.2f}" for n in types[:2]})
             window = []
         if (step + 1) % a.ckpt_every == 0 or step + 1 == a.steps:  # the state last: a kill in between redoes both
-            rating.save_rater(rater_path, rater, trunk, step + 1, train["vocab"], k=a.draws,
-                              optimizer=s["opt_rater"].state_dict(), rng=gen.get_state(), args=args)
-            save_state(state_path, s, step + 1, gen, args, window)
+            write_checkpoints(state_path, rater_path, s, step + 1, gen, args, train["vocab"], len(defect), window)
             last_ckpt = step + 1
     log.close()
     with torch.no_grad():
-        aurocs = rating.aurocs_by_type(rater.logits(feats_all)[0].cpu().numpy(), defect, names)
-    final = ", ".join(f"{n} {v:.3f}" for n, v in aurocs.items())
+        z_all = rater.logits(feats_all)[0].cpu().numpy()
+    direction_warning(s, rater_path, val, z_all, device)
+    final = rating.auroc_line(auroc_cells(z_all, defect, names, types, rated))[len("AUROC clean vs "):]
     print(f"wrote {rater_path}, {state_path}, {log_path}" + (f", {warm_path}" if a.primary_warmup > 0 and not a.primary else "") +
           (f"; final AUROC (rater logit z, clean vs type): {final}" if final else ""))
 

@@ -326,7 +326,7 @@ def check_fits(model, dataset, path):
 
 def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, device, resume=False,
           ckpt_every=500, log_path=None, warmup=100, ema_decay=0.0, desc="train", extra=None, on_log=None,
-          hook_every=None, select=None, precision="auto"):
+          hook_every=None, select=None, precision="auto", sampler=None):
     """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW; checkpoint to
     `out_path` every `ckpt_every` steps; with `resume`, continue from it so the end equals an uninterrupted run.
     `on_log(step, model, ema)` is called every `hook_every` steps and at the end (sample grids, snapshots).
@@ -334,6 +334,8 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
     random initialisation whatever `steps` is.
     `select` (online selection, train_t2i.py) has `size` (rows to draw), select(step, model, images, tokens, t, noise,
     gen) -> the batch_size positions to train on, log() (extra log columns), state_dict() and load_state_dict().
+    `sampler(step, n, gen)` -> int64 [n] rows to draw instead of uniform ones (train_t2i.py --curriculum); it must be
+    a function of the step and the generator only, so that --resume draws what an uninterrupted run would.
     Under torchrun (torch.distributed initialised) every rank draws the same global batch from the shared generator
     and takes its slice; DistributedDataParallel averages the gradients, so N ranks compute what one process would."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -391,7 +393,7 @@ def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, d
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, dynamic_ncols=True, disable=rank > 0)
     for step in bar:
         n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
-        idx = torch.randint(len(images), (n,), generator=gen)  # the global batch, identical on every rank
+        idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)  # global
         t = sample_t(n, gen)
         noise = torch.randn((n, *images.shape[1:]), generator=gen)
         drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%

@@ -35,6 +35,8 @@ batches of 256 in file order, ../shared/METHOD.md). Both are logits, so they add
 log W_i = log w_inst_i + log W_batch. Without the group head the score is z_i alone.
 """
 import argparse
+import os
+import sys
 
 import numpy as np
 import torch
@@ -46,6 +48,8 @@ import proxy
 
 K_DRAWS = 4  # fixed (t, noise) draws per row for the features
 DRAWS_SEED = 1234  # the noise of those draws; stored in rater.pt so that scoring sees the very same features
+INPUTS = ["losses", "content"]  # what the rater sees of a row (metagrad.py --rater-input); stored in rater.pt
+CONTENT_BLOCKS, CONTENT_T = 1, 0.0  # content: the trunk's first block, at t = 0 (the clean image, no noise)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,6 +78,23 @@ def trunk_features(trunk, x0, tokens, draws):
 
 
 @torch.no_grad()
+def content_features(trunk, x0, tokens, blocks=CONTENT_BLOCKS, t=CONTENT_T):
+    """The sample itself through the trunk's first layers, with no noise draw: x0 [B,3,H,W] in [-1,1] (the clean
+    image is x_t at t = 0), tokens [B,L] -> the mean over image tokens of block `blocks`' output, [B, C].
+    Patch embedding, text encoder and the first `blocks` DiT blocks, conditioned on t and the caption as in
+    proxy.DiT.forward: one partial forward pass per row (Alchemist's rater: a small network of the proxy's family
+    over image tokens that attend to the caption, mean-pooled to h_i)."""
+    B = x0.shape[0]
+    h = trunk.patchify(x0).flatten(2).transpose(1, 2) + trunk.pos  # (B, T, C)
+    text, pooled, mask = trunk.text(tokens)  # (B, L, C), (B, C), (B, L)
+    tt = torch.full((B,), float(t), device=x0.device)
+    c = trunk.t_embed(proxy.timestep_embedding(tt, h.shape[-1])) + trunk.text_to_c(pooled)  # (B, C)
+    for block in trunk.blocks[:blocks]:
+        h = block(h, c, text, mask)
+    return h.mean(1)  # (B, C)
+
+
+@torch.no_grad()
 def features_of_rows(trunk, images, tokens, draws, device, batch_size=256):
     """trunk_features over many rows: images uint8 [N,3,H,W], tokens [N,L] -> float32 [N, 2K + C] on the CPU."""
     out = []
@@ -81,6 +102,24 @@ def features_of_rows(trunk, images, tokens, draws, device, batch_size=256):
         x0 = data.to_float(images[i:i + batch_size]).to(device)
         out.append(trunk_features(trunk, x0, tokens[i:i + batch_size].to(device), draws).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def input_features(trunk, images, tokens, device, kind="losses", draws=None, blocks=CONTENT_BLOCKS, batch_size=256):
+    """What the rater sees of many rows, by kind: "losses" -> features_of_rows, [N, 2K + C] (needs `draws`);
+    "content" -> content_features, [N, C]. images uint8 [N,3,H,W], tokens [N,L]; float32 on the CPU."""
+    if kind == "losses":
+        return features_of_rows(trunk, images, tokens, draws, device, batch_size)
+    return torch.cat([content_features(trunk, data.to_float(images[i:i + batch_size]).to(device),
+                                       tokens[i:i + batch_size].to(device), blocks).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def features_for(trunk, ckpt, images, tokens, device):
+    """input_features with the kind, draws and blocks stored in a rater.pt (`ckpt`): the very view it was trained on."""
+    kind, size = ckpt.get("input", "losses"), images.shape[-1]
+    draws = proxy.fixed_draws(ckpt["K"], (3, size, size), seed=ckpt["draws_seed"]) if kind == "losses" else None
+    return input_features(trunk, images, tokens, device, kind, draws, ckpt.get("content_blocks", CONTENT_BLOCKS))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -144,6 +183,8 @@ def load_rater(path, device="cpu", dataset=None):
     if not need <= set(ckpt):
         missing = sorted(need - set(ckpt))
         raise data.DataError(f"{path}: not a rater file (missing {missing}); make one with metagrad.py")
+    if ckpt.get("input", "losses") not in INPUTS:
+        raise data.DataError(f"{path}: rater input {ckpt['input']!r} is not one of {INPUTS}; make it with metagrad.py")
     try:
         trunk = proxy.DiT(**ckpt["trunk_config"])
         trunk.load_state_dict(ckpt["trunk"])
@@ -215,6 +256,57 @@ def ranking_report(scores, defect, names):
     return report
 
 
+def seen_unseen_report(scores, defect, names, rated):
+    """seen_auroc_<type> and unseen_auroc_<type>: AUROC (clean vs type) on the rows the rater was meta-trained on
+    (`rated`, row indices) and separately on the others, each against the clean rows of its own part."""
+    seen = np.zeros(len(scores), dtype=bool)
+    seen[np.asarray(rated, dtype=np.int64)] = True
+    report = {}
+    for part, rows in [("seen", seen), ("unseen", ~seen)]:
+        if rows.any():
+            for name, a in aurocs_by_type(np.asarray(scores)[rows], np.asarray(defect)[rows], names).items():
+                report[f"{part}_auroc_{name}"] = a
+    return report
+
+
+def corrupted_copies(images, tokens, seed=0):
+    """Two known-bad copies of rows: each caption swapped for the next row's (misaligned), and each image swamped
+    by 70% uniform noise as data.py's noise defect (noise). uint8 [n,3,H,W], int64 [n,L] -> two (images, tokens)."""
+    noise = torch.randint(0, 256, images.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = (0.3 * images.double() + 0.7 * noise.double()).round().to(torch.uint8)
+    return {"misaligned": (images, tokens.roll(1, dims=0)), "noise": (noisy, tokens)}
+
+
+@torch.no_grad()
+def canary_report(rater, trunk, ckpt, val, train_z, device, n=256):
+    """A check of the rater's direction that needs no labels. Val rows are meant to be clean: the rater should rate
+    them above corrupted copies of themselves (canary_<kind>: AUROC of the first n val rows against their copies, 1 =
+    every copy below every original) and above most training rows (val_percentile: their instance logits' mean
+    percentile among the training rows' `train_z`, 50 = no cleaner than the training set). A val set as dirty as
+    the training rows teaches the primary what "good" means, and the rater can learn to prefer the defects."""
+    z = lambda im, tk: rater.logits(rater.standardise(features_for(trunk, ckpt, im, tk, device).to(device)))[0].cpu()
+    images, tokens = val["images"][:n], val["tokens"][:n]
+    z_val = z(images, tokens).numpy()
+    clean = np.r_[np.ones(len(z_val), bool), np.zeros(len(z_val), bool)]
+    report = {f"canary_{kind}": auroc(np.r_[z_val, z(*copy).numpy()], clean, ~clean)
+              for kind, copy in corrupted_copies(images, tokens).items()}
+    train_z = np.sort(np.asarray(train_z, dtype=np.float64))
+    below = (np.searchsorted(train_z, z_val, "left") + np.searchsorted(train_z, z_val, "right")) / 2  # ties half
+    report["val_percentile"] = float(100.0 * below.mean() / len(train_z))
+    return report
+
+
+def canary_warning(report, threshold=0.75):
+    """One warning line when the rater prefers a corrupted copy of val rows to the rows themselves; else None."""
+    bad = {k[7:]: v for k, v in report.items() if k.startswith("canary_") and v < threshold}
+    if not bad:
+        return None
+    return (f"warning: the rater does not rate val rows above corrupted copies of them (" +
+            ", ".join(f"{k} AUROC {v:.2f}" for k, v in bad.items()) + f"; val rows' mean percentile among training "
+            f"rows {report['val_percentile']:.0f}): it may keep such defects at the top. Is val clean? "
+            f"(data.py --val-from a curated folder)")
+
+
 PALETTE = [(60, 60, 60), (220, 50, 50), (40, 110, 230), (240, 150, 20), (150, 60, 200), (30, 160, 90), (0, 160, 170)]
 
 
@@ -275,26 +367,66 @@ def main(argv=None):
         data.check_out(a.out, folder=False)
     except data.DataError as e:
         data.fail(str(e))
-    size = d["images"].shape[-1]
-    draws = proxy.fixed_draws(ckpt["K"], (3, size, size), seed=ckpt["draws_seed"])
-    raw = features_of_rows(trunk, d["images"], d["tokens"], draws, device)  # (N, 2K + C), as in metagrad.py
-    scores = score_rows(rater, rater.standardise(raw.to(device)), a.shuffles, a.batch_size, a.seed)
+    raw = features_for(trunk, ckpt, d["images"], d["tokens"], device)  # (N, D), the view metagrad.py trained on
+    feats = rater.standardise(raw.to(device))
+    scores = score_rows(rater, feats, a.shuffles, a.batch_size, a.seed)
     scores = scores.cpu().numpy().astype(np.float32)  # (N,)
     if not np.isfinite(scores).all():
         data.fail(f"{a.rater}: the rater gives non-finite scores for {int((~np.isfinite(scores)).sum())} rows")
-    written = []
-    if (d["defect"] != 0).any():  # ground truth: how the ranking treats each defect type
-        stem = a.out[:-len(".npy")]
-        report = ranking_report(scores, d["defect"].numpy(), d["defect_names"])
-        report.update(n_samples=len(scores), rater=a.rater, data=a.data, shuffles=a.shuffles, batch_size=a.batch_size,
-                      rater_step=int(ckpt["step"]))
-        data.atomic_save(report, stem + "_report.json")
+    stem, truth = a.out[:-len(".npy")], bool((d["defect"] != 0).any())  # truth: the data knows its defects
+    report = dict(n_samples=len(scores), rater=a.rater, data=a.data, shuffles=a.shuffles, batch_size=a.batch_size,
+                  rater_step=int(ckpt["step"]), rater_input=ckpt.get("input", "losses"))
+    if truth:  # how the ranking treats each defect type, on all rows and on the rows the rater never trained on
+        report.update(ranking_report(scores, d["defect"].numpy(), d["defect_names"]), **held_out_report(scores, d, ckpt))
         histogram_png(scores, d["defect"].numpy(), d["defect_names"], stem + "_hist.png")
-        written += [stem + "_report.json", stem + "_hist.png"]
-        print("AUROC clean vs " + ", ".join(f"{k[6:]} {v:.3f}" for k, v in report.items() if k.startswith("auroc_")))
+    check = sanity_check(rater, trunk, ckpt, a.data, feats, device)  # {} without a val split
+    report.update(check)
+    data.atomic_save(report, stem + "_report.json")
+    if truth:
+        print(auroc_line(report))
+    if check and canary_warning(check):
+        print(canary_warning(check), file=sys.stderr)
+    elif check:
+        print("direction check: val rows above their corrupted copies (" + ", ".join(f"{k[7:]} AUROC {v:.3f}" for k, v
+              in check.items() if k.startswith("canary_")) + f"), their mean percentile among training rows "
+              f"{check['val_percentile']:.0f}")
     data.atomic_save(scores, a.out)  # last: ablate.py takes the scores file as the sign that rating is done
-    written.insert(0, a.out)
+    written = [a.out, stem + "_report.json"] + ([stem + "_hist.png"] if truth else [])
     print(f"scored {len(scores)} rows (scores {scores.min():.3f} .. {scores.max():.3f}); wrote {', '.join(written)}")
+
+
+def held_out_report(scores, d, ckpt):
+    """seen_unseen_report for a rater trained on part of the rows (metagrad.py --rate-on); {} otherwise, or when the
+    scored data has another number of rows than the data it was trained on."""
+    rated = ckpt.get("rated_rows")
+    if rated is None or ckpt.get("n_rows") != len(scores) or len(rated) in (0, len(scores)):
+        return {}
+    return seen_unseen_report(scores, d["defect"].numpy(), d["defect_names"], rated)
+
+
+def auroc_line(report):
+    """'AUROC clean vs misaligned 0.985 (seen 0.990, unseen 0.981), noise ...' from a report."""
+    cells = []
+    for key, v in report.items():
+        if key.startswith("auroc_"):
+            name = key[6:]
+            split = [f"{part} {report[f'{part}_auroc_{name}']:.3f}" for part in ("seen", "unseen")
+                     if f"{part}_auroc_{name}" in report]
+            cells.append(f"{name} {v:.3f}" + (f" ({', '.join(split)})" if split else ""))
+    return "AUROC clean vs " + ", ".join(cells)
+
+
+def sanity_check(rater, trunk, ckpt, data_path, feats, device):
+    """canary_report on the data's val split ({} when there is none); train z from the standardised features."""
+    try:
+        val = data.load_dataset(data_path, "val") if os.path.isdir(data_path) else None
+    except data.DataError:
+        val = None
+    if val is None:
+        return {}
+    with torch.no_grad():
+        train_z = rater.logits(feats)[0].cpu().numpy()
+    return canary_report(rater, trunk, ckpt, val, train_z, device)
 
 
 if __name__ == "__main__":

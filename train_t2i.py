@@ -37,6 +37,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -174,6 +175,54 @@ class OnlineSelection:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The rank-bin curriculum of Alchemist's released code: an alternative to training on a fixed Shift-Gsample subset
+
+CURRICULUM_BINS = 10
+
+
+class Curriculum:
+    """proxy.train's `sampler`: rows ranked by score (highest first) and cut into 10 equal bins, b = 0 the top-rated;
+    at training progress p = step / steps (= epoch / epochs, counting fractional epochs) bin b weighs
+        w_b(p) = 0.5 (1 + cos(pi (p - peak_b))),  peak_b = b / 9,
+    so the emphasis slides from the top-rated bins at the start (w_0 = 1, w_9 = 0) to the lowest-rated at the end; a
+    bin weighs 1 at its peak and 0 a whole run away from it. Each batch draws its rows with replacement with
+    P(row i) proportional to w_bin(i)(p), from the run's generator: deterministic with the seed, and a function of the
+    step alone, so --resume (with the same --steps) draws what an uninterrupted run would. scores float [N] (higher =
+    rated higher)."""
+
+    def __init__(self, scores, steps, bins=CURRICULUM_BINS):
+        n = len(scores)
+        order = torch.from_numpy(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"))  # best first
+        self.bin = torch.empty(n, dtype=torch.int64)
+        self.bin[order] = torch.arange(n) * bins // n  # (N,) rank r -> bin floor(r bins / N)
+        self.peaks = torch.linspace(0.0, 1.0, bins, dtype=torch.float64)  # peak_b = b / (bins - 1)
+        self.steps = steps
+
+    def weights(self, progress):
+        """w_b at progress p in [0, 1]: float64 [bins]."""
+        return 0.5 * (1.0 + torch.cos(math.pi * (progress - self.peaks)))
+
+    def __call__(self, step, n, gen):
+        p = self.weights(step / self.steps)[self.bin]  # (N,) each row's bin weight
+        return torch.multinomial(p, n, replacement=True, generator=gen)  # (n,) row indices
+
+
+def load_curriculum(path, n, rows, steps):
+    """--curriculum SCORES.npy: one finite score for each of the n training rows (rater.py's scores.npy); the bins
+    are cut over the rows trained on (`rows`, e.g. a --subset)."""
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise data.DataError(f"--curriculum {path}: not a readable .npy scores file") from None
+    if scores.ndim != 1 or scores.dtype.kind not in "fiu" or not np.isfinite(scores).all():
+        raise data.DataError(f"--curriculum {path}: scores must be a 1-D array of finite numbers (rater.py's output)")
+    if len(scores) != n:
+        raise data.DataError(f"--curriculum {path}: {len(scores)} scores for {n} training rows; score this data's "
+                             "train.pt with rater.py")
+    return Curriculum(scores[rows.numpy()], steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
     p = argparse.ArgumentParser(
@@ -215,6 +264,10 @@ def main(argv=None):
                    help="save the EMA weights at step round(F * --steps) as RUN/guide.pt: an earlier snapshot of this "
                         "model, for autoguidance (evaluate.py --guide) and as an --online reference; EDM2 trains its "
                         "guide to 1/16 of the schedule (0 = off)")
+    p.add_argument("--curriculum", metavar="SCORES.npy",
+                   help="draw each batch by the rank-bin curriculum of Alchemist's released code: 10 bins of the "
+                        "ranking, the emphasis sliding from the top-rated bins to the lowest over training (see "
+                        "Curriculum); SCORES.npy holds one score per training row (rater.py); works with --subset")
     o = p.add_argument_group("online batch selection (JEST / AJEST; ../shared/ONLINE.md)")
     o.add_argument("--online", choices=ONLINE, default="none",
                    help="none: uniform batches. jest: keep rows by learnability = loss(learner) - loss(reference) on "
@@ -258,6 +311,8 @@ def main(argv=None):
         stop(f"--online {a.online} uses no --reference")
     if batch_size % world:
         stop(f"--batch-size {batch_size} must be divisible by the {world} processes")
+    if a.curriculum and a.online != "none":
+        stop("--curriculum and --online both choose the batches; use one of them")
     device = data.pick_device(a.device)
 
     # Everything that can be wrong with the input is checked before the first file is written.
@@ -274,6 +329,7 @@ def main(argv=None):
                                      f"guide.pt of a run with --guide-at 0.125){'' if a.reference else f'; no {ref_path}'}")
             reference, _ = proxy.load_proxy(ref_path, "cpu", dataset=d)  # same image size and vocabulary as the data
         data.check_out(a.out)
+        sampler = load_curriculum(a.curriculum, len(d["images"]), rows, steps) if a.curriculum else None
     except data.DataError as e:
         stop(str(e))
 
@@ -283,13 +339,13 @@ def main(argv=None):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say)
+        run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say, sampler)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say):
+def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say, sampler=None):
     size = d["images"].shape[-1]
     torch.manual_seed(a.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
@@ -337,7 +393,7 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, wo
         proxy.train(model, d["images"][rows], d["tokens"][rows], state_path, d["vocab"], steps, batch_size, lr,
                     a.seed, device, resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every, log_path=os.path.join(a.out, "log.csv"),
                     warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log, select=select,
-                    precision=a.precision)
+                    precision=a.precision, sampler=sampler)
         if rank > 0:
             return
         final, ckpt = proxy.load_proxy(model_path, device)  # exactly what evaluate.py will read

@@ -485,3 +485,55 @@ def test_folder_import_keeps_defective_rows_out_of_val_and_test(tmp_path):
     for split in ("val", "test"):
         assert int(load(str(out), split)["defect"].sum()) == 0
     assert int(load(str(out), "train")["defect"].sum()) == 10
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --val-from: val and test from a small curated folder (issue 16)
+
+def caption_folder(folder, captions, defect=None, shade=0):
+    """PNG images (a different colour each) and captions.jsonl; `defect` marks rows when given."""
+    folder.mkdir()
+    with open(folder / "captions.jsonl", "w") as f:
+        for i, c in enumerate(captions):
+            Image.new("RGB", (20, 20), (shade + 3 * i, 100, 50)).save(folder / f"{i}.png")
+            row = {"image": f"{i}.png", "caption": c, **({"defect": defect[i]} if defect else {})}
+            f.write(json.dumps(row) + "\n")
+    return str(folder)
+
+
+def test_val_from_takes_val_and_test_from_the_curated_folder_and_train_is_every_imported_row(tmp_path, capsys):
+    dirty = caption_folder(tmp_path / "dirty", [f"dirty row {i}" for i in range(30)])
+    curated = caption_folder(tmp_path / "curated", [f"clean pick {i}" for i in range(9)], shade=120)
+    out = str(tmp_path / "out")
+    data.main(["--out", out, "--from-folder", dirty, "--val-from", curated, "--size", "16", "--n-val", "6"])
+    assert "note:" not in capsys.readouterr().out
+    train, val, test = (data.load_dataset(out, s) for s in ["train", "val", "test"])
+    assert train["captions"] == [f"dirty row {i}" for i in range(30)]  # all of them, in file order
+    assert len(test["captions"]) == 4 and len(val["captions"]) == 5  # test: half of 9; val: the rest (<= --n-val)
+    assert sorted(val["captions"] + test["captions"]) == sorted(f"clean pick {i}" for i in range(9))
+    assert train["vocab"] == val["vocab"] == test["vocab"] and {"dirty", "clean", "pick"} <= set(train["vocab"])
+    for d in (val, test):  # the images came with their captions
+        for img, cap in zip(d["images"], d["captions"]):
+            assert int(img[0, 0, 0]) == 120 + 3 * int(cap.split()[-1])
+    assert val["meta"]["val_source"] == "curated" and train["meta"]["val_source"] == "curated"
+
+
+def test_an_import_without_a_curated_val_says_so_in_one_line(tmp_path, capsys):
+    dirty = caption_folder(tmp_path / "dirty", [f"row {i}" for i in range(30)])
+    data.main(["--out", str(tmp_path / "out"), "--from-folder", dirty, "--size", "16"])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "--val-from" in notes[0]
+    assert data.load_dataset(str(tmp_path / "out"), "val")["meta"]["val_source"] == "same rows"
+
+
+@pytest.mark.parametrize("case", ["marked", "without_folder", "too_small"])
+def test_a_bad_curated_folder_exits_2_with_one_line(tmp_path, capsys, case):
+    dirty = caption_folder(tmp_path / "dirty", [f"row {i}" for i in range(30)])
+    n = 1 if case == "too_small" else 6
+    curated = caption_folder(tmp_path / "curated", [f"pick {i}" for i in range(n)],
+                             defect=[0, 1, 0, 0, 0, 0] if case == "marked" else None)
+    source = [] if case == "without_folder" else ["--from-folder", dirty]
+    err = run_cli_expecting_error(["--out", str(tmp_path / "out"), *source, "--val-from", curated, "--size", "16"],
+                                  capsys)
+    assert "--val-from" in err or "curated" in err
+    assert not (tmp_path / "out" / "train.pt").exists()

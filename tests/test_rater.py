@@ -210,3 +210,106 @@ def test_scoring_bad_input_is_one_line_exit_2_and_no_output(tiny_shapes, tmp_pat
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and fragment in err, err
     assert not any(p.name.startswith("scores") for p in tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The content view, held-out reports and the direction check (issue 16)
+
+def pooled_block_output(trunk, x0, tok, block):
+    """Mean over image tokens of DiT block `block`'s output in the trunk's own forward at t = 0, read by a hook."""
+    out = {}
+    hook = trunk.blocks[block].register_forward_hook(lambda m, i, o: out.update(h=o))
+    try:
+        trunk(x0, torch.zeros(len(x0)), tok)
+    finally:
+        hook.remove()
+    return out["h"].mean(1)
+
+
+def test_content_features_are_the_trunks_own_pooled_block_output_on_the_clean_image_at_t0(tiny_shapes):
+    d = data.load_dataset(tiny_shapes)
+    trunk = tiny_trunk(depth=2)
+    x0, tok = data.to_float(d["images"][:6]), d["tokens"][:6]
+    for blocks in [1, 2]:
+        h = rater.content_features(trunk, x0, tok, blocks=blocks)
+        assert h.shape == (6, 16) and torch.allclose(h, pooled_block_output(trunk, x0, tok, blocks - 1), atol=1e-5)
+    h = rater.content_features(trunk, x0, tok)
+    assert torch.allclose(rater.content_features(trunk, x0[2:4], tok[2:4]), h[2:4], atol=1e-5)  # batch-free
+    assert (rater.content_features(trunk, x0, tok.roll(1, 0)) - h).abs().max() > 1e-4  # it reads the caption
+    f = rater.input_features(trunk, d["images"][:6], tok, torch.device("cpu"), "content", batch_size=4)
+    assert torch.allclose(f, h, atol=1e-5)  # in batches, from uint8 images
+
+
+def test_seen_and_unseen_aurocs_are_computed_on_their_own_rows_against_their_own_clean_rows():
+    defect = np.array([0, 0, 1, 1, 0, 0, 1, 2, 0, 2])
+    scores = np.array([5, 1, 2, 0, 3, 4, 6, 9, 2, -1], dtype=float)
+    rated = np.array([0, 1, 2, 3, 7])
+    report = rater.seen_unseen_report(scores, defect, ["clean", "a", "b"], rated)
+    # seen: clean {5, 1} vs a {2, 0}: pairs (5>2, 5>0, 1<2, 1>0) = 3/4; b {9}: 0/2
+    assert report["seen_auroc_a"] == 0.75 and report["seen_auroc_b"] == 0.0
+    # unseen: clean {3, 4, 2} vs a {6}: 0; vs b {-1}: 1
+    assert report["unseen_auroc_a"] == 0.0 and report["unseen_auroc_b"] == 1.0
+
+
+class PixelJudge:
+    """A stand-in rater whose instance logit is `sign` x the first feature (rater.features_for is patched to give
+    the images' pixel-to-pixel roughness): sign -1 rates smooth images high, +1 prefers noise."""
+
+    def __init__(self, sign):
+        self.sign = sign
+
+    def standardise(self, raw):
+        return raw
+
+    def logits(self, f):
+        return self.sign * f[:, 0], None
+
+
+def roughness(trunk, ckpt, images, tokens, device):
+    x = images.double()
+    return (x[..., 1:] - x[..., :-1]).abs().mean((1, 2, 3))[:, None].float()
+
+
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_the_direction_check_flags_a_rater_that_prefers_noisy_copies_of_val_rows(tiny_shapes, monkeypatch, sign):
+    val = data.load_dataset(tiny_shapes, "val")
+    monkeypatch.setattr(rater, "features_for", roughness)
+    z_val = sign * roughness(None, None, val["images"][:32], None, None)[:, 0].numpy()
+    train_z = np.r_[np.arange(100, dtype=float) * sign, z_val[:10]]  # some training rows tie with val rows
+    report = rater.canary_report(PixelJudge(sign), None, {}, val, train_z, "cpu", n=32)
+    assert report["canary_noise"] == (1.0 if sign < 0 else 0.0)  # noise always roughens these images
+    assert report["canary_misaligned"] == 0.5  # this judge ignores captions: ties count 1/2
+    warning = rater.canary_warning(report)
+    assert "misaligned AUROC 0.50" in warning and (("noise" in warning) == (sign > 0))
+    by_hand = np.mean([100 * ((train_z < z).sum() + 0.5 * (train_z == z).sum()) / len(train_z) for z in z_val])
+    assert report["val_percentile"] == pytest.approx(by_hand)
+    images, tok = rater.corrupted_copies(val["images"][:4], val["tokens"][:4])["misaligned"]
+    assert torch.equal(images, val["images"][:4]) and torch.equal(tok, val["tokens"][[3, 0, 1, 2]])  # next row's
+    noisy, tok = rater.corrupted_copies(val["images"][:4], val["tokens"][:4])["noise"]
+    assert torch.equal(tok, val["tokens"][:4]) and noisy.dtype == torch.uint8 and not torch.equal(noisy, val["images"][:4])
+    assert rater.canary_warning({"canary_noise": 0.9, "canary_misaligned": 0.8, "val_percentile": 60.0}) is None
+
+
+def test_scoring_cli_scores_a_content_rater_on_its_own_view_and_reports_seen_and_unseen_rows(tiny_shapes, tmp_path,
+                                                                                            capsys):
+    d, trunk = data.load_dataset(tiny_shapes), tiny_trunk()
+    raw = rater.input_features(trunk, d["images"], d["tokens"], torch.device("cpu"), "content")  # (400, 16)
+    r = tiny_rater(in_dim=16, width=16, use_group=False)
+    r.fit_standardisation(raw)
+    rated = torch.arange(0, 400, 3)  # every third row was meta-trained on
+    rater.save_rater(str(tmp_path / "rater.pt"), r, trunk, 5, d["vocab"], input="content", content_blocks=1,
+                     rated_rows=rated, n_rows=400)
+    rater.main(["--data", tiny_shapes, "--rater", str(tmp_path / "rater.pt"), "--out", str(tmp_path / "s.npy")])
+    scores = np.load(tmp_path / "s.npy")
+    with torch.no_grad():
+        assert np.allclose(scores, r.logits(r.standardise(raw))[0].numpy(), atol=1e-5)  # z of the content view
+    report = json.load(open(tmp_path / "s_report.json"))
+    defect, seen = d["defect"].numpy(), np.isin(np.arange(400), rated.numpy())
+    for name in ["misaligned", "noise"]:
+        k = d["defect_names"].index(name)
+        for part, rows in [("seen", seen), ("unseen", ~seen)]:
+            expected = rater.auroc(scores[rows], defect[rows] == 0, defect[rows] == k)
+            assert report[f"{part}_auroc_{name}"] == pytest.approx(expected, abs=1e-12)
+    assert report["rater_input"] == "content" and {"canary_misaligned", "canary_noise", "val_percentile"} <= set(report)
+    out, err = capsys.readouterr()
+    assert "(seen " in out and "unseen " in out and ("direction check" in out) != ("warning:" in err)
