@@ -166,7 +166,7 @@ def test_cfg_extrapolates_from_the_null_captions_velocity_towards_the_captions(b
 
 class KnownSelection:
     """A `select` hook for proxy.train that draws 12 rows and keeps a fixed choice of 4, in a fixed order."""
-    size = 12
+    size, settings = 12, {}
 
     def __init__(self, keep):
         self.keep, self.seen = keep, []
