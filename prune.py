@@ -5,11 +5,10 @@ Reads:   S.npy (float [N], one score per row of train.pt, higher = rated higher)
 Writes:  SUBSET.npy (sorted unique int64 row indices into train.pt) and, with --data, SUBSET.png (the ranking by
          defect type with the kept rows marked); in scoring mode S.npy (float32 [N], higher = better)
 Run:     python prune.py --scores runs/x/scores.npy --strategy shift_gsample --keep 0.5 --out runs/x/shift50.npy
-         python prune.py --data data/shapes --score clarity --out runs/x/clarity.npy
-Implements Alchemist's pruning stage (arXiv 2512.16905, Sec. "data pruning"; Shift-Gsample is Eq. 11) and the
-baselines it is compared against: random, top-K, bottom-K, a percentile block, Gsample, CCS (coverage-centric coreset
-selection, Zheng et al. 2023), and heuristic / model-based scorers (clarity, frequency, edge density, per-sample
-loss, GraNd; Paul et al. 2021).
+         python prune.py --data data/shapes --scorer clarity --out runs/x/clarity.npy
+Implements Alchemist's pruning stage (arXiv 2512.16905, Sec. "data pruning"; Shift-Gsample is Eq. 11) and its
+baselines: random, top-K, bottom-K, a percentile block, Gsample, CCS (coverage-centric coreset selection, Zheng et al.
+2023), and heuristic / model-based scorers (clarity, frequency, edge density, per-sample loss, GraNd; Paul 2021).
 
 Percentiles count from the top of the ranking, as in the paper: the row ranked r-th of N (r = 0 is the best-rated)
 sits at percentile q = 100 (r + 1/2) / N, so 0 = best-rated and 100 = worst-rated. Ties are broken by row index.
@@ -26,13 +25,11 @@ from tqdm import tqdm
 import data
 from data import DataError
 
-# Shift-Gsample's Gaussian, in percentiles from the top. The paper did not publish mu and sigma (METHOD.md, Sec. 2).
-MU = 40.0     # Chosen by ablation on the shapes set (README, "prune.py"): the paper's "middle-to-late" (mu past 50,
-              # sigma 20, our first default) reaches into the bottom tail, where this data's 40% of defective rows
-              # collect under any good rating; at keep 50% it kept 70% of the misaligned rows and 39% of the noise,
-              # more than random does. mu 40, sigma 10 samples the middle of what the discarded top leaves above them.
-SIGMA = 10.0  # at keep 20% the subset lies in percentiles ~25-55; at keep 50% (2/3 of percentiles 25-100 to be kept)
-              # the Gaussian saturates and the subset is close to the block 25-100 minus its bottom.
+# Shift-Gsample's Gaussian, in percentiles from the top; the paper did not publish mu and sigma (docs/METHOD.md).
+MU = 40.0     # Chosen by ablation on the shapes set (docs/RESULTS.md): the paper's "middle-to-late" (mu past 50,
+              # sigma 20, our first default) reaches into the bottom tail, where this data's defective rows collect
+              # under any good rating. mu 40, sigma 10 samples the middle of what the discarded top leaves above them:
+SIGMA = 10.0  # at keep 20% percentiles ~25-55; at keep 50% the Gaussian saturates: the block 25-100 minus its bottom.
 BETA = 0.1    # CCS: fraction of the hardest (here: lowest-rated) rows dropped before stratifying, at most 1 - keep
 STRATA = 50   # CCS: equal-width score strata, as in Zheng et al. 2023
 
@@ -67,11 +64,10 @@ def as_subset(rows, n):
 def gumbel_top_k(log_w, count, rng):
     """Draw `count` distinct indices without replacement with weights w = exp(log_w): pick one with p_i = w_i / sum w,
     remove it, renormalise, repeat. Gumbel top-k does exactly that in one pass (Vieira 2014; Kool et al. 2019): add
-    independent Gumbel(0, 1) noise to log w and keep the `count` largest; the order of the keys is distributed as the
-    sequential picks. Why not the obvious ways: the sequential loop itself costs O(count * N), hours for 5M picks out
-    of 10M; "top-k of w_i * U_i" or "draw with replacement and de-duplicate" are fast but sample another distribution;
-    keeping each row with probability ~ w_i (Poisson sampling) gives a random count. Working in log space also means
-    that a row far out in the Gaussian's tail keeps a tiny positive weight instead of underflowing to 0."""
+    independent Gumbel(0, 1) noise to log w and keep the `count` largest. The sequential loop costs O(count * N), hours
+    for 5M picks of 10M; "top-k of w_i * U_i" or "with replacement, de-duplicated" sample another distribution;
+    Poisson sampling (each row kept with p ~ w_i) gives a random count. In log space, a row far out in the Gaussian's
+    tail keeps a tiny positive weight instead of underflowing to 0."""
     keys = log_w + rng.gumbel(size=len(log_w))
     if count == len(keys):
         return np.arange(len(keys))
@@ -79,8 +75,7 @@ def gumbel_top_k(log_w, count, rng):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Strategies: (scores [N], count, rng, **opts) -> sorted unique int64 row indices. Options a strategy does not use are
-# ignored, so a caller can pass one dict of options to any of them.
+# Strategies: (scores [N], count, rng, **opts) -> sorted unique int64 rows; each ignores the options it does not use.
 
 def check_pool(count, pool, what):
     if not 1 <= count <= pool:
@@ -242,16 +237,16 @@ def grad_norm_scorer(model, draws, device):
     return score
 
 
-def score_rows(fn, d, batch_size, desc):
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: scoring every row, the report (what was kept, by defect type) and its picture, the command line
+
+def score_all(fn, d, batch_size, desc):
     """fn(images uint8 [B,3,H,W], tokens int64 [B,L]) -> [B], over every row with a progress bar -> float32 [N]."""
     n = len(d["images"])
     out = [fn(d["images"][i:i + batch_size], d["tokens"][i:i + batch_size]).detach().float().cpu()
            for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False)]
     return torch.cat(out).numpy().astype(np.float32)
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# Report: what was kept, where in the ranking, and by defect type; and the picture of it
 
 def percentiles(scores):
     """Each row's percentile in the ranking (0 = best-rated): float [N]."""
@@ -297,11 +292,9 @@ def draw_ranking(q, rows, defect, names, title, path, width=900, row_h=34):
     data.atomic_save(img, path)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-
 def load_scores(path):
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such scores file; make one with rater.py or `prune.py --data D --score NAME`")
+        raise DataError(f"{path}: no such scores file; make one with rater.py or `prune.py --data D --scorer NAME`")
     try:
         s = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
@@ -365,80 +358,75 @@ def prune(a):
 
 
 def score(a):
-    if a.score not in [*IMAGE_SCORERS, "loss", "grad_norm"]:
-        raise DataError(f"--score {a.score!r} is unknown; use {', '.join(IMAGE_SCORERS)}, loss or grad_norm")
+    if a.scorer not in [*IMAGE_SCORERS, "loss", "grad_norm"]:
+        raise DataError(f"--scorer {a.scorer!r} is unknown; use {', '.join(IMAGE_SCORERS)}, loss or grad_norm")
     if not a.data:
-        raise DataError("--score needs --data D (the dataset to score)")
+        raise DataError("--scorer needs --data D (the dataset to score)")
     d = data.load_dataset(a.data)
-    if a.score in IMAGE_SCORERS:
-        fn, batch_size = (lambda images, tokens: IMAGE_SCORERS[a.score](images)), 512
+    if a.scorer in IMAGE_SCORERS:
+        fn, batch_size = (lambda images, tokens: IMAGE_SCORERS[a.scorer](images)), 512
     else:
         if not a.proxy or a.draws < 1 or a.batch_size < 1:
-            raise DataError(f"--score {a.score} needs --proxy PROXY.pt (from proxy.py), --draws, --batch-size >= 1")
+            raise DataError(f"--scorer {a.scorer} needs --proxy PROXY.pt (from proxy.py), --draws, --batch-size >= 1")
         from proxy import fixed_draws, load_proxy
         device = data.pick_device(a.device)
         model, _ = load_proxy(a.proxy, device, dataset=d)  # the image size and the vocabulary of this data
         draws = fixed_draws(a.draws, tuple(d["images"].shape[1:]), a.seed)
-        fn = (loss_scorer if a.score == "loss" else grad_norm_scorer)(model, draws, device)
+        fn = (loss_scorer if a.scorer == "loss" else grad_norm_scorer)(model, draws, device)
         batch_size = a.batch_size
         try:  # one row first: a proxy made for another image size or vocabulary fails here, with a clear message
             fn(d["images"][:1], d["tokens"][:1])
         except (RuntimeError, IndexError) as e:
             raise DataError(f"{a.proxy}: the proxy does not fit {a.data} ({str(e).splitlines()[0][:100]})") from None
     data.check_out(a.out, folder=False)
-    scores = score_rows(fn, d, batch_size, a.score)
+    scores = score_all(fn, d, batch_size, a.scorer)
     if not np.isfinite(scores).all():
-        raise DataError(f"--score {a.score} gave non-finite scores on {a.data}")
+        raise DataError(f"--scorer {a.scorer} gave non-finite scores on {a.data}")
     q, defect = percentiles(scores), d["defect"].numpy()
     if defect.any():
         print("mean rank percentile by defect type (0 = best-rated): " + ", ".join(
             f"{d['defect_names'][k]} {q[defect == k].mean():.0f}" for k in np.unique(defect)))
     data.atomic_save(scores, a.out)
-    print(f"wrote {a.out} ({len(scores)} {a.score} scores, float32, higher = better)")
+    print(f"wrote {a.out} ({len(scores)} {a.scorer} scores, float32, higher = better)")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Select a training subset from per-row scores (Alchemist Eq. 11 and "
                                 "baselines), or write heuristic scores. Percentiles: 0 = best-rated, 100 = worst.")
-    p.add_argument("--scores", metavar="S.npy",
-                   help="scores to prune: float [N], one per row of train.pt, higher = rated higher")
+    p.add_argument("--scores", metavar="S.npy", help="scores to prune: float [N], one per row, higher = rated higher")
     p.add_argument("--strategy", metavar="NAME", help=f"one of {', '.join(STRATEGIES)}")
     p.add_argument("--keep", type=data.finite, metavar="FRACTION", help="fraction of the rows to keep, in (0, 1]")
     p.add_argument("--count", type=int, metavar="K", help="number of rows to keep (instead of --keep)")
-    p.add_argument("--out", required=True, metavar="OUT.npy",
-                   help="the subset to write (sorted int64 rows; with --data also OUT.png), or the scores with --score")
+    p.add_argument("--out", required=True, metavar="OUT.npy", help="the subset to write (sorted int64 rows; with "
+                   "--data also OUT.png), or the scores with --scorer")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling strategies and of the proxy's draws")
     p.add_argument("--data", metavar="D", help="dataset folder (or train.pt): ground truth for the keep rates and "
-                   "OUT.png; with --score, the rows to score")
-    p.add_argument("--start", type=data.finite, metavar="PCT",
-                   help="block: first percentile of the window (default: the window centred on 50)")
+                   "OUT.png; with --scorer, the rows to score")
+    p.add_argument("--start", type=data.finite, metavar="PCT", help="block: first percentile (default: centred on 50)")
     p.add_argument("--discard-top", type=data.finite, metavar="PCT", help="shift_gsample: top percent discarded "
                    "(default by keep: 25 up to keep 50%%, 15 at 80%%, 5 at 90%%, 0 at 100%%, linear in between)")
-    p.add_argument("--mu", type=data.finite, default=MU, metavar="PCT",
-                   help=f"shift_gsample: Gaussian centre in percentiles from the top (default {MU:g})")
+    p.add_argument("--mu", type=data.finite, default=MU, metavar="PCT", help=f"shift_gsample: Gaussian centre ({MU:g})")
     p.add_argument("--sigma", type=data.finite, default=SIGMA, metavar="PCT",
-                   help=f"shift_gsample, gsample: Gaussian width in percentiles (default {SIGMA:g})")
+                   help=f"shift_gsample, gsample: Gaussian width ({SIGMA:g})")
     p.add_argument("--beta", type=data.finite, metavar="FRACTION", help=f"ccs: fraction of the lowest-rated rows "
                    f"dropped (default {BETA:g}, or 1 - keep where that is less)")
-    p.add_argument("--strata", type=int, default=STRATA, metavar="K",
-                   help=f"ccs: equal-width score strata (default {STRATA})")
-    p.add_argument("--score", metavar="NAME", help="scoring mode: score the rows of --data with clarity, frequency, "
+    p.add_argument("--strata", type=int, default=STRATA, metavar="K", help=f"ccs: equal-width score strata ({STRATA})")
+    p.add_argument("--scorer", metavar="NAME", help="scoring mode: score the rows of --data with clarity, frequency, "
                    "edge_density, loss or grad_norm (the last two need --proxy) and write them to --out")
-    p.add_argument("--proxy", metavar="PROXY.pt", help="the proxy checkpoint for --score loss and grad_norm")
+    p.add_argument("--proxy", metavar="PROXY.pt", help="the proxy checkpoint for --scorer loss and grad_norm")
     p.add_argument("--draws", type=int, default=8, metavar="K", help="loss, grad_norm: fixed (t, noise) draws per row")
     p.add_argument("--batch-size", type=int, default=64, help="loss, grad_norm: rows per forward pass")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="loss, grad_norm: auto picks CUDA when present")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="loss, grad_norm: auto picks CUDA")
     p.error = data.arg_error
     a = p.parse_args(argv)
     try:
         if not a.out.endswith(".npy"):
             raise DataError(f"--out {a.out}: must end in .npy")
-        if a.score:
+        if a.scorer:
             return score(a)
         if not a.scores or a.strategy not in STRATEGIES:
             raise DataError(f"give --scores S.npy and --strategy NAME, one of {', '.join(STRATEGIES)} "
-                            f"(got {a.strategy}); or --data D --score NAME to make scores")
+                            f"(got {a.strategy}); or --data D --scorer NAME to make scores")
         if not (a.sigma > 0 and 0 <= (a.beta or 0) < 1 and a.strata >= 1 and 0 <= (a.discard_top or 0) < 100
                 and 0 <= (a.start or 0) <= 100 and np.isfinite(a.mu)):
             raise DataError("need --sigma > 0, 0 <= --beta < 1, --strata >= 1, 0 <= --discard-top < 100, "

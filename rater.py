@@ -7,7 +7,7 @@ Run:     python rater.py --data data/shapes --rater runs/x/rater.pt --out runs/x
 Implements the rater of Alchemist (arXiv 2512.16905, Sec. 3, Eq. 7/8); metagrad.py trains it.
 
 What the rater sees. A rater learnt from scratch on raw pixels and tokens must discover image-caption agreement from
-a weak, noisy meta-signal, and a first prototype did not (../shared/FEASIBILITY.md, point 4). Alchemist's own rater
+a weak, noisy meta-signal, and a first prototype did not (docs/METHOD.md, Sec. 2). Alchemist's own rater
 is a transformer of its proxy's family; ours goes one step further and looks through the proxy itself. Its trunk is
 a FROZEN copy of the warmed primary model (metagrad.py), and for each training row it computes once, with no grad:
   log L(x_i, caption) at K fixed (t, noise) draws          K numbers   how well the proxy fits the sample
@@ -18,20 +18,21 @@ are computed once before the meta-gradient loop, and a meta step costs almost no
 few small MLPs on a [B, 2K + C] table.
 
 On top, the trainable part (Eq. 7/8):
-  h_i      = GELU(Linear(D, C) f_i)                        adapter, [B, C]
-  z_i      = Linear(64, 1) GELU Linear(C, 64) h_i          instance logit
+  e_i      = GELU(Linear(D, C) f_i)                        adapter: the sample's embedding, [B, C]
+  z_i      = Linear(64, 1) GELU Linear(C, 64) e_i          instance logit
   w_inst_i = softmax_i( sigmoid(z_i) / tau )               sums to 1 over the batch
-  W_batch  = sigmoid( MLP( [mean_i h_i, var_i h_i] ) )     the group head: one number for the whole batch
+  z_group  = MLP( [mean_i e_i, var_i e_i] )                the group head's logit: one number for the whole batch
+  W_batch  = sigmoid(z_group)
   W_i      = w_inst_i * W_batch                            Eq. 7/8
 The temperature tau (default 0.2) is ours: sigmoid-then-softmax caps the largest/smallest weight ratio at e^(1/tau),
-which is only 2.7 at tau = 1 (FEASIBILITY.md, point 3).
+which is only 2.7 at tau = 1.
 
 Scoring. A row's weight W_i depends on which rows share its batch and saturates, so it is a poor ranking. We rank by
-  score_i = z_i + mean over K random batchings of logit(W_batch of the batch that holds i)
+  score_i = z_i + mean over K random batchings of z_group of the batch that holds i
 z_i is the instance head's verdict before the sigmoid: inside any batch W_i is monotone in z_i, z_i does not
 saturate, and it does not depend on the batch. The group term adds the group head's verdict on the company a row
 keeps, averaged over K random batchings so that it does not depend on file order (the released scorer uses fixed
-batches of 256 in file order, ../shared/METHOD.md). Both are logits, so they add on one unbounded scale, like
+batches of 256 in file order). Both are logits, so they add on one unbounded scale, like
 log W_i = log w_inst_i + log W_batch. Without the group head the score is z_i alone.
 """
 import argparse
@@ -83,7 +84,7 @@ def content_features(trunk, x0, tokens, blocks=CONTENT_BLOCKS, t=CONTENT_T):
     image is x_t at t = 0), tokens [B,L] -> the mean over image tokens of block `blocks`' output, [B, C].
     Patch embedding, text encoder and the first `blocks` DiT blocks, conditioned on t and the caption as in
     proxy.DiT.forward: one partial forward pass per row (Alchemist's rater: a small network of the proxy's family
-    over image tokens that attend to the caption, mean-pooled to h_i)."""
+    over image tokens that attend to the caption, mean-pooled)."""
     B = x0.shape[0]
     h = trunk.patchify(x0).flatten(2).transpose(1, 2) + trunk.pos  # (B, T, C)
     text, pooled, mask = trunk.text(tokens)  # (B, L, C), (B, C), (B, L)
@@ -93,6 +94,74 @@ def content_features(trunk, x0, tokens, blocks=CONTENT_BLOCKS, t=CONTENT_T):
         h = block(h, c, text, mask)
     return h.mean(1)  # (B, C)
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# The rater: adapter, instance head, group head (Eq. 7/8)
+
+class Rater(nn.Module):
+    """Instance and group heads on standardised trunk features; forward(f [B,D]) -> (W [B], z [B], W_batch [])."""
+
+    def __init__(self, in_dim, width=128, hidden=64, temperature=0.2, use_group=True):
+        super().__init__()
+        self.config = dict(in_dim=in_dim, width=width, hidden=hidden, temperature=temperature, use_group=use_group)
+        self.temperature, self.use_group = temperature, use_group
+        self.register_buffer("feat_mean", torch.zeros(in_dim))  # standardisation over the training set
+        self.register_buffer("feat_std", torch.ones(in_dim))
+        self.adapter = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
+        self.instance = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        # the group MLP ends in a Sigmoid, applied in forward() so that scoring can read its logit exactly
+        self.group = nn.Sequential(nn.Linear(2 * width, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def fit_standardisation(self, raw):
+        """Set the buffers from the raw features of the whole training set, [N, D]."""
+        self.feat_mean.copy_(raw.mean(0))
+        self.feat_std.copy_(raw.std(0).clamp_min(1e-6))
+
+    def standardise(self, raw):
+        return (raw - self.feat_mean) / self.feat_std  # (N, D)
+
+    def logits(self, f):
+        """f [B, D] -> instance logits z [B] and z_group, the group head's logit (W_batch before the sigmoid, a
+        scalar; None without the group head)."""
+        e = self.adapter(f)  # (B, C) the samples' embeddings
+        z = self.instance(e).squeeze(-1)  # (B,)
+        if not self.use_group:
+            return z, None
+        stats = torch.cat([e.mean(0), e.var(0, unbiased=False)])  # (2C,): what the batch looks like as a whole
+        return z, self.group(stats).squeeze(-1)  # (B,), ()
+
+    def instance_weights(self, z):
+        """w_inst = softmax over the batch of sigmoid(z) / tau: [B], sums to 1 (Eq. 7)."""
+        return torch.softmax(torch.sigmoid(z) / self.temperature, dim=0)
+
+    def forward(self, f):
+        z, z_group = self.logits(f)
+        w_inst = self.instance_weights(z)  # (B,)  Eq. 7
+        W_batch = torch.sigmoid(z_group) if self.use_group else torch.ones((), dtype=f.dtype, device=f.device)
+        return w_inst * W_batch, z, W_batch  # Eq. 8: W_i = w_inst_i * W_batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring: one number per row, for the ranking
+
+@torch.no_grad()
+def score_rows(rater, feats, shuffles=4, batch_size=64, seed=0):
+    """score_i = z_i + mean over `shuffles` random batchings of z_group of i's batch: [N] (module docstring)."""
+    z, _ = rater.logits(feats)  # (N,): the instance head sees one row at a time
+    if not rater.use_group:
+        return z
+    gen = torch.Generator().manual_seed(seed)
+    group = torch.zeros_like(z)
+    n_batches = max(1, len(z) // batch_size)  # near-equal batches of batch_size or a little more, none tiny
+    for _ in range(shuffles):
+        for rows in torch.randperm(len(z), generator=gen).tensor_split(n_batches):
+            group[rows.to(z.device)] += rater.logits(feats[rows.to(feats.device)])[1] / shuffles
+    return z + group
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: the features of many rows, rater.pt, the reports by defect type, the direction check, the
+# histogram and the command line
 
 @torch.no_grad()
 def features_of_rows(trunk, images, tokens, draws, device, batch_size=256):
@@ -122,52 +191,6 @@ def features_for(trunk, ckpt, images, tokens, device):
     return input_features(trunk, images, tokens, device, kind, draws, ckpt.get("content_blocks", CONTENT_BLOCKS))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The rater: adapter, instance head, group head (Eq. 7/8)
-
-class Rater(nn.Module):
-    """Instance and group heads on standardised trunk features; forward(f [B,D]) -> (W [B], z [B], W_batch [])."""
-
-    def __init__(self, in_dim, width=128, hidden=64, temperature=0.2, use_group=True):
-        super().__init__()
-        self.config = dict(in_dim=in_dim, width=width, hidden=hidden, temperature=temperature, use_group=use_group)
-        self.temperature, self.use_group = temperature, use_group
-        self.register_buffer("feat_mean", torch.zeros(in_dim))  # standardisation over the training set
-        self.register_buffer("feat_std", torch.ones(in_dim))
-        self.adapter = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
-        self.instance = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        # the group MLP ends in a Sigmoid, applied in forward() so that scoring can read its logit exactly
-        self.group = nn.Sequential(nn.Linear(2 * width, hidden), nn.GELU(), nn.Linear(hidden, 1))
-
-    def fit_standardisation(self, raw):
-        """Set the buffers from the raw features of the whole training set, [N, D]."""
-        self.feat_mean.copy_(raw.mean(0))
-        self.feat_std.copy_(raw.std(0).clamp_min(1e-6))
-
-    def standardise(self, raw):
-        return (raw - self.feat_mean) / self.feat_std  # (N, D)
-
-    def logits(self, f):
-        """f [B, D] -> instance logits z [B] and the group logit (pre-sigmoid W_batch, a scalar; None without it)."""
-        h = self.adapter(f)  # (B, C)
-        z = self.instance(h).squeeze(-1)  # (B,)
-        if not self.use_group:
-            return z, None
-        stats = torch.cat([h.mean(0), h.var(0, unbiased=False)])  # (2C,): what the batch looks like as a whole
-        return z, self.group(stats).squeeze(-1)  # (B,), ()
-
-    def instance_weights(self, z):
-        """w_inst = softmax over the batch of sigmoid(z) / tau: [B], sums to 1 (Eq. 7)."""
-        return torch.softmax(torch.sigmoid(z) / self.temperature, dim=0)
-
-    def forward(self, f):
-        z, group_logit = self.logits(f)
-        w_inst = self.instance_weights(z)  # (B,)  Eq. 7
-        W_batch = torch.sigmoid(group_logit) if self.use_group else torch.ones((), dtype=f.dtype, device=f.device)
-        return w_inst * W_batch, z, W_batch  # Eq. 8: W_i = w_inst_i * W_batch
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # rater.pt: the rater with its trunk, written through proxy.py's one checkpoint writer
 
 def save_rater(path, rater, trunk, step, vocab, k=K_DRAWS, draws_seed=DRAWS_SEED, **extra):
@@ -202,23 +225,7 @@ def load_rater(path, device="cpu", dataset=None):
     return rater.to(device).eval(), trunk.to(device).eval().requires_grad_(False), ckpt
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Scoring, and how a ranking treats each defect type
-
-@torch.no_grad()
-def score_rows(rater, feats, shuffles=4, batch_size=64, seed=0):
-    """score_i = z_i + mean over `shuffles` random batchings of the group logit of i's batch: [N] (docstring)."""
-    z, _ = rater.logits(feats)  # (N,): the instance head sees one row at a time
-    if not rater.use_group:
-        return z
-    gen = torch.Generator().manual_seed(seed)
-    group = torch.zeros_like(z)
-    n_batches = max(1, len(z) // batch_size)  # near-equal batches of batch_size or a little more, none tiny
-    for _ in range(shuffles):
-        for rows in torch.randperm(len(z), generator=gen).tensor_split(n_batches):
-            group[rows.to(z.device)] += rater.logits(feats[rows.to(feats.device)])[1] / shuffles
-    return z + group
-
+# How a ranking treats each defect type
 
 def average_ranks(x):
     """Ranks 1..n of x [n], ties sharing the mean of their ranks."""
@@ -307,7 +314,7 @@ def canary_warning(report, threshold=0.75):
             f"(data.py --val-from a curated folder)")
 
 
-PALETTE = [(60, 60, 60), (220, 50, 50), (40, 110, 230), (240, 150, 20), (150, 60, 200), (30, 160, 90), (0, 160, 170)]
+TYPE_COLOURS = [(60, 60, 60), (220, 50, 50), (40, 110, 230), (240, 150, 20), (150, 60, 200), (30, 160, 90), (0, 160, 170)]
 
 
 def histogram_png(scores, defect, names, path, bins=40, width=720, row_h=64):
@@ -324,7 +331,7 @@ def histogram_png(scores, defect, names, path, bins=40, width=720, row_h=64):
               "AUROC = clean vs that type", fill="black")
     for r, k in enumerate(types):
         counts, _ = np.histogram(scores[defect == k], edges)
-        base, colour = top + (r + 1) * row_h - 6, PALETTE[k % len(PALETTE)]
+        base, colour = top + (r + 1) * row_h - 6, TYPE_COLOURS[k % len(TYPE_COLOURS)]
         pen.text((8, base - row_h // 2 - 8), names[k], fill=colour)
         pen.text((8, base - row_h // 2 + 6), f"n = {int((defect == k).sum())}", fill="gray")
         if k > 0 and (defect == 0).any():
@@ -343,7 +350,7 @@ def histogram_png(scores, defect, names, path, bins=40, width=720, row_h=64):
     data.atomic_save(img, path)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# The command line
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Score every training row with a rater trained by metagrad.py.")

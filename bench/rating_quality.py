@@ -7,7 +7,7 @@ Run: python bench/rating_quality.py --data data/shapes --proxy runs/x/proxy.pt -
 Prints (and with --out writes) one row per scorer: AUROC of clean rows against each defect type (1 = every defective
 row ranked below every clean one, 0.5 = chance), the duplicates' mean percentile (100 = top) and the share of them in
 the top 25% (what Shift-Gsample discards at keep <= 50%), the forward passes and seconds it spends per 1000 rows, and
-its one-off training cost. The no-learning scorers, all on the same K = 8 fixed (t, noise) draws (FEASIBILITY.md):
+its one-off training cost. The no-learning scorers, all on the same K = 8 fixed (t, noise) draws for every row:
   minus loss        - L(theta_ref; x)                          the reference proxy's per-sample loss
   caption gain      L(theta; x, null caption) - L(theta; x)    for the reference, and for the primary (the rater's trunk)
   minus gap (RHO)   - (L(theta_primary; x) - L(theta_ref; x))  Eq. 6's signal itself, with no learning

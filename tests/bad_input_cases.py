@@ -230,15 +230,15 @@ def prune_cases(b):
     b.add("prune", "no strategy", base[:2] + base[4:], says=["--strategy"])
     b.outputs("prune", base, ".npy")
     b.rows("prune", ["--out", os.path.join(F["OUT"], "prune-score.npy"), "--data", F["D"]], """
-        score bogus | --score beauty | --score
-        score loss without proxy | --score loss | --proxy
-        score loss, proxy 32px | --score loss --proxy {P32} | 32px
-        score loss, proxy of another vocabulary | --score loss --proxy {PVOCAB} | vocabulary
-        score loss, proxy garbage | --score loss --proxy {GARBAGE} | {GARBAGE}
-        score loss, draws 0 | --score loss --proxy {PP} --draws 0 | --draws
-        score, corrupt data | --score clarity --data {GARBAGE} | {GARBAGE}
-        score clarity, --out under a file | --score clarity --out {UNDER}.npy | {FILE}""")
-    b.add("prune", "score without data", ["--score", "clarity", "--out", os.path.join(F["OUT"], "p.npy")],
+        score bogus | --scorer beauty | --scorer
+        score loss without proxy | --scorer loss | --proxy
+        score loss, proxy 32px | --scorer loss --proxy {P32} | 32px
+        score loss, proxy of another vocabulary | --scorer loss --proxy {PVOCAB} | vocabulary
+        score loss, proxy garbage | --scorer loss --proxy {GARBAGE} | {GARBAGE}
+        score loss, draws 0 | --scorer loss --proxy {PP} --draws 0 | --draws
+        score, corrupt data | --scorer clarity --data {GARBAGE} | {GARBAGE}
+        score clarity, --out under a file | --scorer clarity --out {UNDER}.npy | {FILE}""")
+    b.add("prune", "score without data", ["--scorer", "clarity", "--out", os.path.join(F["OUT"], "p.npy")],
           says=["--data"])
 
 

@@ -140,7 +140,7 @@ def test_rater_objective_is_the_scaled_signal_minus_the_running_baseline_plus_th
     assert batch_signal == pytest.approx((w_inst * signal / scale).sum().item(), rel=1e-5)
     expected = (W * (signal / scale - 0.7)).sum() + 0.05 * (z.pow(2).mean() + g.pow(2))
     assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
-    # the first step: s_1 is the batch's std and b_1 the batch's own weighted signal, so the group logit feels only
+    # the first step: s_1 is the batch's std and b_1 the batch's own weighted signal, so z_group feels only
     # the prior (d/dg = W_batch (1 - W_batch) (sum_i w_inst_i h_i - b) + 0.05 * 2 g, the first term 0)
     s = dict(scale=None, baseline=None)
     loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
@@ -185,7 +185,7 @@ def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_
     draws = (b["x"], b["tok"], b["t"], b["noise"])
     with torch.no_grad():  # Eq. 6: L(theta; x_i) - L(theta_ref; x_i) on the same (t, noise); Eq. 9: L(theta; x_i)
         gap = proxy.rf_loss(s["primary"], *draws) - (0 if simplified else proxy.rf_loss(s["reference"], *draws))
-        z, group_logit = copy.deepcopy(s["rater"]).logits(b["feats"])
+        z, z_group = copy.deepcopy(s["rater"]).logits(b["feats"])
     seen, real = [], metagrad.rater_objective
     monkeypatch.setattr(metagrad, "rater_objective", lambda *a: seen.append(a[4].clone()) or real(*a))
     out = metagrad.meta_step(s, b, simplified=simplified)
@@ -194,7 +194,7 @@ def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_
     w_inst = torch.softmax(torch.sigmoid(z) / s["rater"].temperature, 0)
     assert s["scale"] == pytest.approx(gap.std().item(), rel=1e-9)
     assert s["baseline"] == pytest.approx((w_inst * gap).sum().item() / gap.std().item(), rel=1e-9)
-    assert out["W_batch"] == pytest.approx(torch.sigmoid(group_logit).item(), rel=1e-12)
+    assert out["W_batch"] == pytest.approx(torch.sigmoid(z_group).item(), rel=1e-12)
     assert out["entropy"] == pytest.approx((-(w_inst * w_inst.log()).sum() / torch.log(torch.tensor(4.0))).item())
 
 
@@ -361,11 +361,11 @@ def learn(quality, signal_noise, logit_decay, steps=300, drift=0.0, seed=0):
     s, history = dict(scale=None, baseline=None), []
     for k in range(steps):
         rows = torch.randint(len(quality), (64,), generator=g)
-        z, group_logit = r.logits(feats[rows])
-        W_batch = torch.sigmoid(group_logit)
+        z, z_group = r.logits(feats[rows])
+        W_batch = torch.sigmoid(z_group)
         W = r.instance_weights(z) * W_batch
         signal = -quality[rows] + signal_noise * torch.randn(64, generator=g) - drift * k / steps
-        loss, batch_signal = metagrad.rater_objective(s, z, group_logit, W, signal, logit_decay)
+        loss, batch_signal = metagrad.rater_objective(s, z, z_group, W, signal, logit_decay)
         opt.zero_grad()
         loss.backward()
         opt.step()

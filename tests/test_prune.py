@@ -178,9 +178,9 @@ def bad_inputs(tmp, shapes):
         "missing scores": ["--scores", str(tmp / "missing.npy"), *base],
         "non-npy scores": ["--scores", str(tmp / "text.npy"), *base],
         "data not a dataset": ["--scores", str(ok), *base, "--data", str(tmp / "notdata.pt")],
-        "unknown scorer": ["--data", shapes, "--score", "beauty"],
-        "loss without proxy": ["--data", shapes, "--score", "loss"],
-        "score without data": ["--score", "clarity"],
+        "unknown scorer": ["--data", shapes, "--scorer", "beauty"],
+        "loss without proxy": ["--data", shapes, "--scorer", "loss"],
+        "score without data": ["--scorer", "clarity"],
     }
 
 
@@ -222,7 +222,7 @@ def heuristic_scores(shapes, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("heuristics")
     out = {}
     for name in prune.IMAGE_SCORERS:
-        prune.main(["--data", shapes, "--score", name, "--out", str(tmp / f"{name}.npy")])
+        prune.main(["--data", shapes, "--scorer", name, "--out", str(tmp / f"{name}.npy")])
         out[name] = np.load(tmp / f"{name}.npy")
     return out
 
@@ -263,7 +263,7 @@ def test_heuristics_on_flat_and_noisy_images():
 def test_image_scorers_work_without_proxy_py(shapes, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "proxy", None)  # `import proxy` now fails, as on a checkout without proxy.py
     importlib.reload(prune)  # prune.py must not import proxy at the top
-    prune.main(["--data", shapes, "--score", "clarity", "--out", str(tmp_path / "c.npy")])
+    prune.main(["--data", shapes, "--scorer", "clarity", "--out", str(tmp_path / "c.npy")])
     assert np.load(tmp_path / "c.npy").shape == (300,)
 
 
@@ -290,7 +290,7 @@ def test_model_scores_are_float32_finite_and_independent_of_batch_size(shapes, t
     runs = []
     for batch in ["64", "7"]:
         out = tmp_path / f"{name}{batch}.npy"
-        prune.main(["--data", shapes, "--score", name, "--proxy", tiny_proxy, "--draws", "2", "--batch-size", batch,
+        prune.main(["--data", shapes, "--scorer", name, "--proxy", tiny_proxy, "--draws", "2", "--batch-size", batch,
                     "--device", "cpu", "--out", str(out)])
         runs.append(np.load(out))
     assert runs[0].dtype == np.float32 and runs[0].shape == (300,) and np.isfinite(runs[0]).all()
@@ -322,5 +322,5 @@ def test_a_proxy_made_for_other_images_is_bad_input(shapes, tmp_path, capsys):
     proxy.save_checkpoint(path, proxy.DiT(image_size=32, patch=4, width=32, depth=1, heads=2, text_depth=1), 0, [])
     out = tmp_path / "loss.npy"
     with pytest.raises(SystemExit) as e:
-        prune.main(["--data", shapes, "--score", "loss", "--proxy", path, "--device", "cpu", "--out", str(out)])
+        prune.main(["--data", shapes, "--scorer", "loss", "--proxy", path, "--device", "cpu", "--out", str(out)])
     assert e.value.code == 2 and "32px images" in capsys.readouterr().err and not out.exists()

@@ -57,8 +57,8 @@ def test_the_group_head_sees_the_batch_swapping_half_of_it_changes_W_batch():
 def test_the_group_head_reads_the_mean_and_the_variance_of_the_batch():
     r, f = tiny_rater(), feats(16)
     with torch.no_grad():
-        h = r.adapter(f)
-        by_hand = r.group(torch.cat([h.mean(0), h.var(0, unbiased=False)])).squeeze(-1)
+        e = r.adapter(f)
+        by_hand = r.group(torch.cat([e.mean(0), e.var(0, unbiased=False)])).squeeze(-1)
         assert torch.allclose(r.logits(f)[1], by_hand, atol=1e-6)
         # with the adapter as the identity: equal means, spreads 1x and 2x -> another W_batch; the mirror image of a
         # batch about its mean (the same mean and variance) -> the same W_batch
@@ -69,10 +69,10 @@ def test_the_group_head_reads_the_mean_and_the_variance_of_the_batch():
         assert abs(r(f)[2] - r(wide)[2]) > 1e-3 and torch.allclose(r(f)[2], r(mirror)[2], atol=1e-6)
 
 
-def test_score_rows_is_z_plus_the_mean_group_logit_of_each_rows_batches_recomputed_by_hand():
+def test_score_rows_is_z_plus_the_mean_z_group_of_each_rows_batches_recomputed_by_hand():
     r, f = tiny_rater(), feats(40)
     with torch.no_grad():
-        r.group[2].bias.fill_(1.5)  # a group logit far from 0, so that its sign shows
+        r.group[2].bias.fill_(1.5)  # a z_group far from 0, so that its sign shows
         z, whole = r.logits(f)
         assert torch.allclose(rater.score_rows(r, f, shuffles=1, batch_size=40), z + whole, atol=1e-6)  # one batch
         expected, gen = z.clone(), torch.Generator().manual_seed(3)  # two batchings into two batches of 20
@@ -117,13 +117,13 @@ def test_trunk_features_are_per_row_log_losses_and_pooled_state_and_leave_no_hoo
     d = data.load_dataset(tiny_shapes)
     trunk, draws = tiny_trunk(), proxy.fixed_draws(2, (3, 16, 16), seed=5)
     x0, tok = data.to_float(d["images"][:6]), d["tokens"][:6]
-    h = rater.trunk_features(trunk, x0, tok, draws)
-    assert h.shape == (6, 2 * 2 + 16) and torch.isfinite(h).all()
-    assert torch.allclose(rater.trunk_features(trunk, x0[2:4], tok[2:4], draws), h[2:4], atol=1e-5)  # batch-free
+    raw = rater.trunk_features(trunk, x0, tok, draws)
+    assert raw.shape == (6, 2 * 2 + 16) and torch.isfinite(raw).all()
+    assert torch.allclose(rater.trunk_features(trunk, x0[2:4], tok[2:4], draws), raw[2:4], atol=1e-5)  # batch-free
     # the first K columns are the log losses with the caption at each draw
     t, noise = draws
     loss1 = proxy.rf_loss(trunk, x0, tok, t[1].expand(6), noise[1].expand_as(x0))
-    assert torch.allclose(h[:, 1], loss1.log(), atol=1e-5)
+    assert torch.allclose(raw[:, 1], loss1.log(), atol=1e-5)
     assert len(trunk.blocks[-1]._forward_hooks) == 0
 
 
@@ -231,13 +231,14 @@ def test_content_features_are_the_trunks_own_pooled_block_output_on_the_clean_im
     trunk = tiny_trunk(depth=2)
     x0, tok = data.to_float(d["images"][:6]), d["tokens"][:6]
     for blocks in [1, 2]:
-        h = rater.content_features(trunk, x0, tok, blocks=blocks)
-        assert h.shape == (6, 16) and torch.allclose(h, pooled_block_output(trunk, x0, tok, blocks - 1), atol=1e-5)
-    h = rater.content_features(trunk, x0, tok)
-    assert torch.allclose(rater.content_features(trunk, x0[2:4], tok[2:4]), h[2:4], atol=1e-5)  # batch-free
-    assert (rater.content_features(trunk, x0, tok.roll(1, 0)) - h).abs().max() > 1e-4  # it reads the caption
+        pooled = rater.content_features(trunk, x0, tok, blocks=blocks)
+        assert pooled.shape == (6, 16)
+        assert torch.allclose(pooled, pooled_block_output(trunk, x0, tok, blocks - 1), atol=1e-5)
+    pooled = rater.content_features(trunk, x0, tok)
+    assert torch.allclose(rater.content_features(trunk, x0[2:4], tok[2:4]), pooled[2:4], atol=1e-5)  # batch-free
+    assert (rater.content_features(trunk, x0, tok.roll(1, 0)) - pooled).abs().max() > 1e-4  # it reads the caption
     f = rater.input_features(trunk, d["images"][:6], tok, torch.device("cpu"), "content", batch_size=4)
-    assert torch.allclose(f, h, atol=1e-5)  # in batches, from uint8 images
+    assert torch.allclose(f, pooled, atol=1e-5)  # in batches, from uint8 images
 
 
 def test_seen_and_unseen_aurocs_are_computed_on_their_own_rows_against_their_own_clean_rows():
