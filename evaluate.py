@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 import data
@@ -361,6 +362,48 @@ def check_guide(ckpt, guide_ckpt, path):
     if [g.get(k) for k in keys] != [c.get(k) for k in keys] or guide_ckpt.get("vocab") != ckpt.get("vocab"):
         raise DataError(f"{path}: the guide does not match the model (image size, caption length, vocabulary size: "
                         f"{[g.get(k) for k in keys]} vs {[c.get(k) for k in keys]}, or another vocabulary)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pictures that compare models: the same prompts drawn by each, and a metric over training
+
+def compare_samples(models, labels, test, path, n=8, steps=16, cfg=1.0):
+    """The first n test prompts drawn by each model (model.pt paths), one row per model under the real images, each
+    prompt's caption below its column: the difference between models at a glance (ablate.py's samples.png)."""
+    from proxy import load_proxy, sample_images
+    rows = [test["images"][:n]]
+    for model in models:
+        x = sample_images(load_proxy(model)[0], test["tokens"][:n], steps=steps, cfg=cfg, seed=0)
+        rows.append(((x + 1) * 127.5).round().clamp(0, 255).byte())
+    data.captioned_grid([[r[i] for r in rows] for i in range(n)], test["captions"][:n], path, cols=n, cell_w=150,
+                        labels=["real image"] + labels, footer=f"{steps} Euler steps, CFG {cfg:g}, sampling seed 0")
+
+
+def line_plot(curves, path, title, xlabel="training step", width=640, height=360):
+    """{label: {x: value}} -> a PNG line chart, one colour per label (Pillow only)."""
+    pts = [(n, v) for c in curves.values() for n, v in c.items()]
+    if not pts:
+        return
+    x1, y0, y1 = max(1, max(n for n, _ in pts)), min(v for _, v in pts), max(v for _, v in pts)
+    y0, y1 = (y0, y1) if y1 > y0 else (y0 - 1, y1 + 1)
+    L, T, W, H = 60, 30, width - 200, height - 70
+    img = Image.new("RGB", (width, height), "white")
+    pen = ImageDraw.Draw(img)
+    pen.text((L, 8), title, fill="black")
+    pen.rectangle([L, T, L + W, T + H], outline="black")
+    to = lambda n, v: (L + W * n / x1, T + H - H * (v - y0) / (y1 - y0))
+    for v in np.linspace(y0, y1, 5):
+        pen.text((4, to(0, v)[1] - 6), f"{v:.3f}", fill="black")
+    for n in sorted({n for n, _ in pts}):
+        pen.text((to(n, y0)[0] - 10, T + H + 6), str(n), fill="black")
+    pen.text((L + W // 2 - 20, T + H + 22), xlabel, fill="black")
+    for i, (label, c) in enumerate(curves.items()):
+        colour, xy = list(COLOURS.values())[i % len(COLOURS)], [to(n, c[n]) for n in sorted(c)]
+        pen.line(xy, fill=colour, width=2) if len(xy) > 1 else None
+        for x, y in xy:
+            pen.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        pen.text((L + W + 12, T + 16 * i), label, fill=colour)
+    atomic_save(img, path)
 
 
 def main(argv=None):

@@ -2,11 +2,14 @@
 instead of redoing, and the claims are decided by the figures (checked on hand-made rows)."""
 import csv
 import os
+import sys
 
 import numpy as np
 import pytest
 
 import ablate
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +40,7 @@ def test_the_tiny_trial_writes_one_row_per_run_with_the_oracle_and_the_recovered
         assert float(r["recovered"]) == pytest.approx(expect)
     assert {float(by[("full", s)]["recovered"]) for s in "01"} == {0.0}
     assert {float(by[("oracle", s)]["recovered"]) for s in "01"} == {1.0}
-    for f in ["results.md", "selection.csv", "fid_curves.png", "samples.png", "samples/full.png", "samples/oracle.png"]:
+    for f in ["results.md", "selection.csv", "fid_curves.png", "samples.png"]:
         assert (root / "results" / f).exists(), f
 
 
@@ -46,7 +49,7 @@ def test_selection_diagnostics_are_the_keep_rates_of_the_saved_subsets(grid):
     import data
     train = data.load_dataset(str(root / "runs" / "data"), "train")
     sel = {(r["method"], float(r["keep"])): r for r in csv.DictReader(open(root / "results" / "selection.csv"))}
-    rows = np.load(root / "runs" / "subsets" / "alchemist_shift_gsample_50_s0.npy")
+    rows = np.load(root / "runs" / "subsets" / "alchemist_shift_gsample_50_s0.npy")  # seed 0's subset
     kept = np.isin(np.arange(len(train["defect"])), rows)
     for k, name in enumerate(train["defect_names"]):
         if (train["defect"] == k).any():
@@ -75,10 +78,11 @@ def test_bad_flags_exit_2(capsys):
 
 
 def test_the_online_grid_reports_equal_samples_and_equal_time_with_and_without_autoguidance(grid):
+    import online_grid  # bench/online_grid.py, on the grid's own runs folder
     root, argv = grid
-    ablate.main(argv + ["--online"])
+    online_grid.main(argv)
     rows = list(csv.DictReader(open(root / "results" / "online.csv")))
-    assert sorted({r["method"] for r in rows}) == sorted(list(ablate.ONLINE) + ["alchemist_shift_gsample_50"])
+    assert sorted({r["method"] for r in rows}) == sorted(list(online_grid.MODES.values()) + ["alchemist_shift_gsample_50"])
     assert len(rows) == 4 * 2 and all(float(r["fid_autoguided"]) >= 0 for r in rows)
     scoring = {r["method"]: float(r["score_seconds"]) for r in rows}
     assert scoring["uniform"] == 0 < scoring["jest"]  # selection's cost is counted, uniform batches cost nothing
@@ -127,16 +131,14 @@ def test_methods_cuts_the_grid_and_prepares_only_what_the_cut_needs(tmp_path, mo
     assert "not measured" in open(tmp_path / "results" / "results.md").read()  # claims without their methods
 
 
-@pytest.mark.parametrize("extra", [["--methods", "full,alchemist_top_k_20"], ["--methods", "full", "--online"]])
-def test_methods_outside_the_grid_or_with_online_exit_2_before_any_work(extra, tmp_path, monkeypatch, capsys):
+def test_methods_outside_the_grid_exit_2_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        ablate.main(["--preset", "tiny", "--runs", str(tmp_path / "runs"), "--device", "cpu"] + extra)
+        ablate.main(["--preset", "tiny", "--runs", str(tmp_path / "runs"), "--device", "cpu", "--methods",
+                     "full,alchemist_top_k_20"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--methods" in err and len(err.strip().splitlines()) == 1
-    assert ("alchemist_top_k_20 not in the tiny grid" in err) == ("--online" not in extra)
+    assert "alchemist_top_k_20 not in the tiny grid" in err
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_cut_without_the_shown_methods_draws_no_samples_png(tmp_path):
-    ablate.samples_figure([], None, {}, str(tmp_path / "samples.png"))  # e.g. --methods random_50: nothing to show
-    assert not (tmp_path / "samples.png").exists()
+
