@@ -15,9 +15,8 @@ from a template: "a small red circle at the top left and a large blue square at 
   blur        down-sampled 4x and up-sampled again
   watermark   a bright stamp blended over the bottom-right corner
   duplicate   exact copies of a few trivially simple images ("a red circle") -- plain, easy, uninformative
-
-This file is the bottom of the pipeline: it also holds the few helpers every stage shares (the loader with its
-validation, the atomic writer, the one-line error, the device choice) so that none of them is written twice.
+After the banner, the plumbing: the helpers every stage shares (the loader and its checks, the atomic writer, the
+one-line error, the device), the importers of real images, the picture grids and the command line.
 """
 import argparse
 import contextlib
@@ -45,18 +44,126 @@ BACKGROUND = (24, 24, 32)
 SPECIALS = ["<pad>", "<unk>", "<null>"]  # <pad> = 0; "<null>" alone is the caption dropped for guidance
 MAX_TOKENS = {1: 8, 2: 20}  # caption length by --max-objects: the longest captions have 8 and 17 words
 DEFECT_NAMES = ["clean", "misaligned", "noise", "blur", "watermark", "duplicate"]
-# Defect mixes: fraction of training rows per defect. "default" is about 40% defective; the noise and the misaligned
-# captions are what make the full set measurably worse than its clean part (README, "What the defects cost").
-DEFECT_MIXES = {
-    "default": {"misaligned": 0.15, "noise": 0.08, "blur": 0.07, "watermark": 0.05, "duplicate": 0.05},
-    "none": {},
-    "heavy": {"misaligned": 0.25, "noise": 0.15, "blur": 0.10, "watermark": 0.05, "duplicate": 0.05},
-}
+# Fraction of training rows per defect. "default" is about 40% defective; its noise and misaligned captions make the
+# full set measurably worse than its clean part (docs/RESULTS.md).
+DEFECT_MIXES = {"default": {"misaligned": 0.15, "noise": 0.08, "blur": 0.07, "watermark": 0.05, "duplicate": 0.05},
+                "none": {},
+                "heavy": {"misaligned": 0.25, "noise": 0.15, "blur": 0.10, "watermark": 0.05, "duplicate": 0.05}}
 REQUIRED = {"images": torch.uint8, "tokens": torch.int64, "defect": torch.int64}
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Shared helpers: one-line errors, atomic writes, device choice
+# Scenes, their captions, and the defects
+
+def words(caption):
+    return caption.lower().replace(",", " ").replace(".", " ").split()
+
+
+def tokenize(captions, vocab, length):
+    """Captions -> int64 [N, length], 0-padded; unknown words (and the special tokens written out) become <unk>, long
+    captions are cut."""
+    index = {w: i for i, w in enumerate(vocab) if w not in SPECIALS}
+    out = torch.zeros(len(captions), length, dtype=torch.int64)
+    for r, c in enumerate(captions):
+        ids = [index.get(w, 1) for w in words(c)][:length] or [1]
+        out[r, :len(ids)] = torch.tensor(ids)
+    return out
+
+
+def shapes_vocab():
+    """A fixed vocabulary for the shapes set, so that it does not depend on which scenes were drawn."""
+    cell_words = {w for c in CELLS for w in c.split()}
+    return SPECIALS + sorted(set("a at the and".split() + list(SCALES) + list(COLOURS) + SHAPES) | cell_words)
+
+
+def describe(obj):
+    shape, colour, scale, cell = obj
+    return f"a {list(SCALES)[scale]} {list(COLOURS)[colour]} {SHAPES[shape]} at the {CELLS[cell]}"
+
+
+def draw(objects, size, supersample=4):
+    """objects: list of (shape, colour, scale, cell) ints -> uint8 array [3, size, size]. Drawn 4x larger and
+    box-filtered down, so that 16x16 shapes stay recognisable."""
+    S = size * supersample
+    img = Image.new("RGB", (S, S), BACKGROUND)
+    pen = ImageDraw.Draw(img)
+    cell_w = S / 3
+    for shape, colour, scale, cell in objects:
+        cx, cy = (cell % 3 + 0.5) * cell_w, (cell // 3 + 0.5) * cell_w
+        r, fill, name = list(SCALES.values())[scale] * cell_w, list(COLOURS.values())[colour], SHAPES[shape]
+        if name == "circle":
+            pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif name == "square":
+            pen.rectangle([cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=fill)
+        elif name == "triangle":
+            pen.polygon([(cx, cy - r), (cx + r, cy + 0.85 * r), (cx - r, cy + 0.85 * r)], fill=fill)
+        else:  # diamond
+            pen.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    return np.asarray(img.resize((size, size), Image.BOX), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def random_scene(rng, max_objects=2):
+    """One to `max_objects` (1 or 2) objects in distinct cells: list of (shape, colour, scale, cell)."""
+    cells = rng.choice(9, size=rng.integers(1, max_objects + 1), replace=False)
+    return [(int(rng.integers(4)), int(rng.integers(6)), int(rng.integers(2)), int(c)) for c in cells]
+
+
+def generate(n, size, rng, mix, max_objects=2):
+    """n rows: images uint8 [n,3,H,W], captions, defect [n], objects int64 [n,2,4] (-1 = no second object)."""
+    scenes = [random_scene(rng, max_objects) for _ in range(n)]
+    images = np.stack([draw(s, size) for s in scenes])
+    captions = [" and ".join(describe(o) for o in s) for s in scenes]
+    objects = np.full((n, 2, 4), -1, dtype=np.int64)
+    for i, s in enumerate(scenes):
+        objects[i, :len(s)] = s
+    defect, order, start = np.zeros(n, dtype=np.int64), rng.permutation(n), 0
+    for k, name in enumerate(DEFECT_NAMES[1:], 1):  # each defect on a disjoint random set of rows, in this order
+        count = int(round(mix.get(name, 0.0) * n))
+        defect[order[start:start + count]] = k
+        start += count
+    rows = {name: np.flatnonzero(defect == k) for k, name in enumerate(DEFECT_NAMES)}
+    # misaligned: shuffle the chosen rows and pass each one's caption to the next; a row that would still get its
+    # own caption (a lone misaligned row, or two identical scenes) gets a fresh random scene's caption instead
+    r = rng.permutation(rows["misaligned"])
+    own = [captions[i] for i in r]
+    for i, c in zip(r, own[-1:] + own[:-1]):
+        while c == captions[i]:
+            c = " and ".join(describe(o) for o in random_scene(rng, max_objects))
+        captions[i] = c
+    r = rows["noise"]  # noise: 30% image, 70% uniform noise
+    noise = rng.integers(0, 256, size=(len(r), 3, size, size))
+    images[r] = (0.3 * images[r] + 0.7 * noise).round().astype(np.uint8)
+    for i in rows["blur"]:  # blur: down-sample 4x (box) and up-sample (bilinear)
+        small = Image.fromarray(images[i].transpose(1, 2, 0)).resize((size // 4, size // 4), Image.BOX)
+        images[i] = np.asarray(small.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
+    # watermark: a bright framed stamp with a diagonal, blended at 70% over the bottom-right corner
+    stamp, w, width = Image.new("L", (size, size), 0), size // 3, max(1, size // 16)
+    ImageDraw.Draw(stamp).rectangle([size - w, size - w, size - 1, size - 1], outline=255, width=width)
+    ImageDraw.Draw(stamp).line([size - w, size - 1, size - 1, size - w], fill=255, width=width)
+    alpha = 0.7 * np.asarray(stamp, dtype=np.float64)[None] / 255.0
+    for i in rows["watermark"]:
+        images[i] = ((1 - alpha) * images[i] + alpha * 250).round().astype(np.uint8)
+    plain = [(0, 0), (1, 2), (0, 3), (1, 5), (3, 1)]  # duplicate: five plain (shape, colour), large, in the centre
+    for i in rows["duplicate"]:
+        shape, colour = plain[int(rng.integers(len(plain)))]
+        objects[i] = [(shape, colour, 1, 4), (-1, -1, -1, -1)]
+        images[i] = draw([(shape, colour, 1, 4)], size)
+        captions[i] = f"a {list(COLOURS)[colour]} {SHAPES[shape]}"
+    return torch.from_numpy(images), captions, torch.from_numpy(defect), torch.from_numpy(objects)
+
+
+def make_split(n, size, rng, mix, meta):
+    """One generated split in the .pt format, captions padded no longer than the grammar needs (shorter is faster)."""
+    images, captions, defect, objects = generate(n, size, rng, mix, meta.get("max_objects", 2))
+    vocab = shapes_vocab()
+    return {"images": images, "tokens": tokenize(captions, vocab, MAX_TOKENS[meta.get("max_objects", 2)]),
+            "captions": captions, "vocab": vocab, "defect": defect, "defect_names": DEFECT_NAMES, "objects": objects,
+            "label_names": {"shape": SHAPES, "colour": list(COLOURS), "size": list(SCALES), "cell": CELLS},
+            "meta": meta}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: what every stage shares (one-line errors, atomic writes, the loader), the importers, grids, the CLI
 
 class DataError(ValueError):
     """A bad input file or flag; scripts print it as one line and exit with code 2."""
@@ -127,14 +234,11 @@ def atomic_save(obj, path):
 
 
 def fingerprint(*parts):
-    """A short hash of tensors (shape, dtype, bytes) and lists of words: what a resumed run compares to go on only
-    with the data it started with."""
+    """A short hash of tensors (dtype, shape, bytes) and lists of words: a resumed run goes on only with its data."""
     h = hashlib.sha256()
     for x in parts:
         if torch.is_tensor(x):
-            x = x.contiguous()
-            h.update(f"{x.dtype}{tuple(x.shape)}".encode())
-            h.update(x.numpy().tobytes())
+            h.update(f"{x.dtype}{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes())
         else:
             h.update("\n".join(map(str, x)).encode() + b"\0")
     return h.hexdigest()[:16]
@@ -166,9 +270,8 @@ def load_dataset(path, split="train"):
     """Load and validate one split: `path` is a data folder (reads path/<split>.pt) or a .pt file itself."""
     file = os.path.join(path, f"{split}.pt") if os.path.isdir(path) else path
     if not os.path.exists(path):
-        if path.endswith(".pt"):
-            raise DataError(f"{path}: no such dataset file")
-        raise DataError(f"{path}: no such data folder; make one with `python data.py --out {path}`")
+        raise DataError(f"{path}: no such dataset file" if path.endswith(".pt") else
+                        f"{path}: no such data folder; make one with `python data.py --out {path}`")
     d = load_pt(file, "dataset")
     missing = [k for k in ["images", "tokens", "captions", "vocab", "defect", "defect_names", "meta"] if k not in d]
     if missing:
@@ -176,9 +279,9 @@ def load_dataset(path, split="train"):
     for k, dtype in REQUIRED.items():
         if not torch.is_tensor(d[k]) or d[k].dtype != dtype:
             raise DataError(f"{file}: '{k}' must be a {dtype} tensor; re-create it with data.py")
-    n = len(d["images"])
-    if d["images"].ndim != 4 or d["images"].shape[1] != 3 or d["images"].shape[2] != d["images"].shape[3]:
-        raise DataError(f"{file}: 'images' must be [N,3,H,H], found {list(d['images'].shape)}")
+    images, n = d["images"], len(d["images"])
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        raise DataError(f"{file}: 'images' must be [N,3,H,H], found {list(images.shape)}")
     if d["tokens"].ndim != 2 or len(d["tokens"]) != n or len(d["defect"]) != n or len(d["captions"]) != n:
         raise DataError(f"{file}: images, tokens, captions and defect must have one row per sample ({n})")
     if n == 0:
@@ -213,147 +316,19 @@ def null_tokens(n, length):
     return t
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Captions and the vocabulary
-
-def words(caption):
-    return caption.lower().replace(",", " ").replace(".", " ").split()
-
-
-def tokenize(captions, vocab, length):
-    """Captions -> int64 [N, length], 0-padded; unknown words (and the special tokens written out) become <unk>, long
-    captions are cut."""
-    index = {w: i for i, w in enumerate(vocab) if w not in SPECIALS}
-    out = torch.zeros(len(captions), length, dtype=torch.int64)
-    for r, c in enumerate(captions):
-        ids = [index.get(w, 1) for w in words(c)][:length] or [1]
-        out[r, :len(ids)] = torch.tensor(ids)
-    return out
-
-
-def shapes_vocab():
-    """A fixed vocabulary for the shapes set, so that it does not depend on which scenes were drawn."""
-    template = "a at the and".split() + list(SCALES) + list(COLOURS) + SHAPES + sorted({w for c in CELLS for w in c.split()})
-    return SPECIALS + sorted(set(template))
-
-
-def describe(obj):
-    shape, colour, scale, cell = obj
-    return f"a {list(SCALES)[scale]} {list(COLOURS)[colour]} {SHAPES[shape]} at the {CELLS[cell]}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Drawing: each object is drawn 4x larger and box-filtered down, so that 16x16 shapes stay recognisable
-
-def draw(objects, size, supersample=4):
-    """objects: list of (shape, colour, scale, cell) ints -> uint8 array [3, size, size]."""
-    S = size * supersample
-    img = Image.new("RGB", (S, S), BACKGROUND)
-    pen = ImageDraw.Draw(img)
-    cell_w = S / 3
-    for shape, colour, scale, cell in objects:
-        cx, cy = (cell % 3 + 0.5) * cell_w, (cell // 3 + 0.5) * cell_w
-        r = list(SCALES.values())[scale] * cell_w
-        fill = list(COLOURS.values())[colour]
-        name = SHAPES[shape]
-        if name == "circle":
-            pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        elif name == "square":
-            pen.rectangle([cx - 0.85 * r, cy - 0.85 * r, cx + 0.85 * r, cy + 0.85 * r], fill=fill)
-        elif name == "triangle":
-            pen.polygon([(cx, cy - r), (cx + r, cy + 0.85 * r), (cx - r, cy + 0.85 * r)], fill=fill)
-        else:  # diamond
-            pen.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
-    img = img.resize((size, size), Image.BOX)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def random_scene(rng, max_objects=2):
-    """One to `max_objects` (1 or 2) objects in distinct cells: list of (shape, colour, scale, cell)."""
-    n = rng.integers(1, max_objects + 1)
-    cells = rng.choice(9, size=n, replace=False)
-    return [(int(rng.integers(4)), int(rng.integers(6)), int(rng.integers(2)), int(c)) for c in cells]
-
-
-def generate(n, size, rng, mix, max_objects=2):
-    """n rows: images uint8 [n,3,H,W], captions, defect [n], objects int64 [n,2,4] (-1 = no second object)."""
-    scenes = [random_scene(rng, max_objects) for _ in range(n)]
-    images = np.stack([draw(s, size) for s in scenes])
-    captions = [" and ".join(describe(o) for o in s) for s in scenes]
-    objects = np.full((n, 2, 4), -1, dtype=np.int64)
-    for i, s in enumerate(scenes):
-        objects[i, :len(s)] = s
-    defect = np.zeros(n, dtype=np.int64)
-    # Assign each defect to a disjoint random set of rows, in the order of DEFECT_NAMES.
-    order = rng.permutation(n)
-    start = 0
-    for name in DEFECT_NAMES[1:]:
-        k = int(round(mix.get(name, 0.0) * n))
-        defect[order[start:start + k]] = DEFECT_NAMES.index(name)
-        start += k
-    rows = {name: np.flatnonzero(defect == DEFECT_NAMES.index(name)) for name in DEFECT_NAMES[1:]}
-    # misaligned: shuffle the chosen rows and pass each one's caption to the next; a row that would still get its
-    # own caption (a lone misaligned row, or two identical scenes) gets a fresh random scene's caption instead
-    r = rng.permutation(rows["misaligned"])
-    own = [captions[i] for i in r]
-    for i, c in zip(r, own[-1:] + own[:-1]):
-        while c == captions[i]:
-            c = " and ".join(describe(o) for o in random_scene(rng, max_objects))
-        captions[i] = c
-    # noise: 30% image, 70% uniform noise
-    r = rows["noise"]
-    noise = rng.integers(0, 256, size=(len(r), 3, size, size))
-    images[r] = (0.3 * images[r] + 0.7 * noise).round().astype(np.uint8)
-    # blur: down-sample 4x (box) and up-sample (bilinear)
-    for i in rows["blur"]:
-        small = Image.fromarray(images[i].transpose(1, 2, 0)).resize((size // 4, size // 4), Image.BOX)
-        images[i] = np.asarray(small.resize((size, size), Image.BILINEAR)).transpose(2, 0, 1)
-    # watermark: a bright framed stamp with a diagonal, blended at 70% over the bottom-right corner
-    stamp = Image.new("L", (size, size), 0)
-    w = size // 3
-    ImageDraw.Draw(stamp).rectangle([size - w, size - w, size - 1, size - 1], outline=255, width=max(1, size // 16))
-    ImageDraw.Draw(stamp).line([size - w, size - 1, size - 1, size - w], fill=255, width=max(1, size // 16))
-    alpha = 0.7 * np.asarray(stamp, dtype=np.float64)[None] / 255.0
-    for i in rows["watermark"]:
-        images[i] = ((1 - alpha) * images[i] + alpha * 250).round().astype(np.uint8)
-    # duplicate: exact copies of five trivially simple images, a large object in the centre, "a red circle"
-    plain = [(0, 0), (1, 2), (0, 3), (1, 5), (3, 1)]  # (shape, colour)
-    for i in rows["duplicate"]:
-        shape, colour = plain[int(rng.integers(len(plain)))]
-        objects[i] = -1
-        objects[i, 0] = (shape, colour, 1, 4)
-        images[i] = draw([(shape, colour, 1, 4)], size)
-        captions[i] = f"a {list(COLOURS)[colour]} {SHAPES[shape]}"
-    return torch.from_numpy(images), captions, torch.from_numpy(defect), torch.from_numpy(objects)
-
-
-def make_split(n, size, rng, mix, meta):
-    images, captions, defect, objects = generate(n, size, rng, mix, meta.get("max_objects", 2))
-    vocab = shapes_vocab()
-    length = MAX_TOKENS[meta.get("max_objects", 2)]  # no more padding than the grammar needs: shorter is faster
-    return {"images": images, "tokens": tokenize(captions, vocab, length), "captions": captions, "vocab": vocab,
-            "defect": defect, "defect_names": DEFECT_NAMES, "objects": objects,
-            "label_names": {"shape": SHAPES, "colour": list(COLOURS), "size": list(SCALES), "cell": CELLS},
-            "meta": meta}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Importers for real images: a folder with captions.jsonl, and a local CIFAR-10
-
 def square(img, size):
     """Resize the short side to `size` and centre-crop: PIL image -> uint8 [3, size, size]."""
     img = img.convert("RGB")
     w, h = img.size
     s = size / min(w, h)
     img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1)
 
 
 def read_folder(folder, size):
     """DIR/captions.jsonl, one {"image": "rel/path.png", "caption": "...", "defect": 0?} per line (UTF-8); every image
-    path is relative and stays inside DIR."""
+    path is relative and stays inside DIR. -> images uint8 [N,3,size,size], captions, defect int64 [N]."""
     index = os.path.join(folder, "captions.jsonl")
     if not os.path.isfile(index):
         raise DataError(f"{index}: not found; --from-folder needs DIR/captions.jsonl")
@@ -395,16 +370,16 @@ def read_folder(folder, size):
     return np.stack(images), captions, np.array(defect, dtype=np.int64)
 
 
-def latin1_bytes(text, encoding):
-    """What a Python 3 pickle (protocol 2) calls to rebuild bytes, _codecs.encode(text, "latin1"), and nothing else."""
-    if encoding != "latin1" or not isinstance(text, str):
-        raise pickle.UnpicklingError("it asks for _codecs.encode other than to latin1 bytes")
-    return text.encode("latin1")
-
-
 class ArraysOnly(pickle.Unpickler):
     """CIFAR-10's batches are pickles of dicts, lists, bytes and numpy arrays. This unpickler builds those and refuses
     every other global, so that a crafted file cannot run code (files are data, never code)."""
+
+    @staticmethod
+    def latin1_bytes(text, encoding):
+        """What a Python 3 pickle (protocol 2) calls to rebuild bytes, _codecs.encode(text, "latin1"), and no more."""
+        if encoding != "latin1" or not isinstance(text, str):
+            raise pickle.UnpicklingError("it asks for _codecs.encode other than to latin1 bytes")
+        return text.encode("latin1")
 
     def find_class(self, module, name):
         try:
@@ -413,7 +388,7 @@ class ArraysOnly(pickle.Unpickler):
             from numpy.core.multiarray import _reconstruct
         allowed = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "ndarray"): np.ndarray,
                    ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "dtype"): np.dtype,
-                   ("_codecs", "encode"): latin1_bytes}
+                   ("_codecs", "encode"): self.latin1_bytes}
         if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"it asks for {module}.{name}; only numpy arrays are read")
         return allowed[module, name]
@@ -446,63 +421,45 @@ def read_cifar10(root, size):
         raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
     x = np.concatenate(xs)
     if size != 32:
-        x = np.stack([np.asarray(Image.fromarray(a.transpose(1, 2, 0)).resize((size, size), Image.BICUBIC)).transpose(2, 0, 1) for a in x])
+        x = np.stack([square(Image.fromarray(a.transpose(1, 2, 0)), size) for a in x])
     return x, [f"a photo of a {names[y]}" for y in ys], np.zeros(len(ys), dtype=np.int64)
 
 
-def split_real(images, captions, defect, rng, meta, n_val, n_test):
-    """Shuffle once, then split off val and test from the rows not marked defective (both must be clean)."""
-    n = len(images)
-    n_val = min(n_val, max(1, n // 10))
-    n_test = min(n_test, max(1, n // 10))
-    order = rng.permutation(n)
-    clean = order[defect[order] == 0]
-    if len(clean) < n_val + n_test:
-        raise DataError(f"only {len(clean)} rows are not marked defective; val and test need {n_val + n_test} clean rows")
-    held = clean[:n_val + n_test]
-    parts = {"val": held[:n_val], "test": held[n_val:], "train": np.setdiff1d(order, held)}
-    vocab = SPECIALS + sorted({w for c in captions for w in words(c)} - set(SPECIALS))
-    length = max(1, min(32, max(len(words(c)) for c in captions)))
-    out = {}
-    for name, rows in parts.items():
-        caps = [captions[i] for i in rows]
-        out[name] = {"images": torch.from_numpy(images[rows]), "tokens": tokenize(caps, vocab, length),
-                     "captions": caps, "vocab": vocab, "defect": torch.from_numpy(defect[rows]),
-                     "defect_names": DEFECT_NAMES if defect.max() < len(DEFECT_NAMES) else
-                     [str(i) for i in range(int(defect.max()) + 1)], "meta": dict(meta, split=name)}
-    return out
-
-
-def split_curated(train_rows, curated, rng, meta, n_val, n_test, where):
-    """Train = every row of the imported folder (file order); val and test from a small curated folder `where`
-    (read_folder's images, captions, defect), shuffled once: test takes min(n_test, half of it), val up to n_val of
-    the rest. Test is curated too: it supplies evaluate.py's prompts and reference images. One vocabulary for all."""
-    if len(curated[0]) < 2 or (curated[2] != 0).any():
-        raise DataError(f"{where}/captions.jsonl: a curated folder needs 2 or more rows, none marked defective")
-    order = rng.permutation(len(curated[0]))
-    n_test = min(n_test, len(order) // 2)
-    parts = {"train": (train_rows, np.arange(len(train_rows[0]))), "val": (curated, order[n_test:n_test + n_val]),
-             "test": (curated, order[:n_test])}
-    every = train_rows[1] + curated[1]
+def split_imported(rows, rng, meta, n_val, n_test, curated=None):
+    """Imported (images, captions, defect) -> the three splits, one vocabulary for all. Without `curated`: shuffled
+    once, val and test (both clean) from the rows not marked defective. With `curated` (--val-from's rows): train is
+    every row in file order; curated is shuffled once, test (evaluate.py's prompts and references) takes
+    min(n_test, half of it), val up to n_val of the rest."""
+    if curated is None:
+        n = len(rows[0])
+        n_val, n_test, order = min(n_val, max(1, n // 10)), min(n_test, max(1, n // 10)), rng.permutation(n)
+        clean = order[rows[2][order] == 0]
+        if len(clean) < n_val + n_test:
+            raise DataError(f"only {len(clean)} rows are not marked defective; val and test need {n_val + n_test} "
+                            "clean rows")
+        parts = {"val": (rows, clean[:n_val]), "test": (rows, clean[n_val:n_val + n_test]),
+                 "train": (rows, np.setdiff1d(order, clean[:n_val + n_test]))}
+    else:
+        order = rng.permutation(len(curated[0]))
+        n_test = min(n_test, len(order) // 2)
+        parts = {"train": (rows, np.arange(len(rows[0]))), "val": (curated, order[n_test:n_test + n_val]),
+                 "test": (curated, order[:n_test])}
+    every = rows[1] + (curated[1] if curated else [])
     vocab = SPECIALS + sorted({w for c in every for w in words(c)} - set(SPECIALS))
-    length, top = max(1, min(32, max(len(words(c)) for c in every))), int(train_rows[2].max())
+    length, top = max(1, min(32, max(len(words(c)) for c in every))), int(rows[2].max())
     return {name: {"images": torch.from_numpy(im[r]), "tokens": tokenize([caps[i] for i in r], vocab, length),
                    "captions": [caps[i] for i in r], "vocab": vocab, "defect": torch.from_numpy(de[r]),
                    "defect_names": DEFECT_NAMES if top < len(DEFECT_NAMES) else [str(i) for i in range(top + 1)],
                    "meta": dict(meta, split=name)} for name, ((im, caps, de), r) in parts.items()}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Preview: a grid of samples with their captions and defect labels
-
 def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=None, labels=None, cell_w=288):
     """The one writer of picture grids: each cell is a list of uint8 [3,H,W] images stacked top to bottom, with its
     caption (two lines, in colours[i] if given) under it; `footer` is a grey line at the bottom; `labels` names the
     rows of every stack in a margin on the left (e.g. the model that drew them)."""
     size = max(96, cells[0][0].shape[-1] * scale)
-    cell_h, left = len(cells[0]) * size + 36, 130 if labels else 0
-    canvas = Image.new("RGB", (left + cols * cell_w, ((len(cells) + cols - 1) // cols) * cell_h + (14 if footer else 0)),
-                       "white")
+    cell_h, left, n_rows = len(cells[0]) * size + 36, 130 if labels else 0, (len(cells) + cols - 1) // cols
+    canvas = Image.new("RGB", (left + cols * cell_w, n_rows * cell_h + (14 if footer else 0)), "white")
     pen = ImageDraw.Draw(canvas)
     for r in range(0, len(cells), cols) if labels else []:
         for j, label in enumerate(labels):
@@ -510,7 +467,8 @@ def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=
     for i, (stack, cap) in enumerate(zip(cells, captions)):
         x, y = left + (i % cols) * cell_w, (i // cols) * cell_h
         for j, img in enumerate(stack):
-            canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST), (x, y + j * size))
+            canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST),
+                         (x, y + j * size))
         colour, chars = colours[i] if colours else (0, 0, 0), (cell_w - 12) // 6  # the default font: ~6 px a letter
         pen.text((x, y + len(stack) * size + 2), cap[:chars], fill=colour)
         pen.text((x, y + len(stack) * size + 14), cap[chars:2 * chars], fill=colour)
@@ -527,8 +485,6 @@ def preview(d, path, n=24):
     captioned_grid([[d["images"][i]] for i in picks], [f"[{l}] {d['captions'][i]}" for l, i in zip(labels, picks)],
                    path, colours=[(0, 0, 0) if l == "clean" else (200, 0, 0) for l in labels])
 
-
-# ----------------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Make a dataset in the .pt format all stages read (train/val/test).")
@@ -559,20 +515,22 @@ def main(argv=None):
         fail("--val-from VAL_DIR goes with --from-folder DIR (a generated set's val is clean by construction)")
     # Three disjoint random streams from one seed: train, val, test never share a scene by construction.
     rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
-    meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
+    meta, src = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}, a.from_folder or a.from_cifar10
     try:
         check_out(a.out)
-        if a.from_folder or a.from_cifar10:
-            src = a.from_folder or a.from_cifar10
-            images, captions, defect = (read_folder if a.from_folder else read_cifar10)(src, a.size)
-            meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10")
-            meta.update(val_source="curated" if a.val_from else "same rows" if a.from_folder else "cifar10")
-            splits = split_curated((images, captions, defect), read_folder(a.val_from, a.size), rng_train, meta,
-                                   a.n_val, a.n_test, a.val_from) if a.val_from else \
-                split_real(images, captions, defect, rng_train, meta, a.n_val, a.n_test)
+        if src:
+            rows = (read_folder if a.from_folder else read_cifar10)(src, a.size)
+            meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10",
+                        val_source="curated" if a.val_from else "same rows" if a.from_folder else "cifar10")
+            curated = read_folder(a.val_from, a.size) if a.val_from else None
+            if curated and (len(curated[0]) < 2 or (curated[2] != 0).any()):
+                raise DataError(f"{a.val_from}/captions.jsonl: a curated folder needs 2 or more rows, none marked "
+                                "defective")
+            splits = split_imported(rows, rng_train, meta, a.n_val, a.n_test, curated)
         else:
-            meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects], max_objects=a.max_objects)
-            splits = {"train": make_split(a.n_train, a.size, rng_train, DEFECT_MIXES[a.defects], dict(meta, split="train")),
+            mix = DEFECT_MIXES[a.defects]
+            meta.update(generator="shapes", defects=a.defects, mix=mix, max_objects=a.max_objects)
+            splits = {"train": make_split(a.n_train, a.size, rng_train, mix, dict(meta, split="train")),
                       "val": make_split(a.n_val, a.size, rng_val, {}, dict(meta, split="val")),
                       "test": make_split(a.n_test, a.size, rng_test, {}, dict(meta, split="test"))}
     except DataError as e:

@@ -4,10 +4,10 @@ Reads:   D/test.pt (prompts and reference images), MODEL.pt (through proxy.load_
          D/val.pt (real-image sets only), the --inception weights file (optional), the --guide model (optional)
 Writes:  OUT (metrics.json), OUT's stem + "_samples.png" (samples with their prompts), D/evaluator.pt (the cache)
 Run:     python evaluate.py --data data/shapes --model runs/x/shift50/model.pt --out runs/x/shift50/metrics.json
-         [--guide runs/x/shift50/guide.pt --guidance 2 --cfg 1]     (autoguidance, ../shared/ONLINE.md)
+         [--guide runs/x/shift50/guide.pt --guidance 2 --cfg 1]     (autoguidance: Karras et al. 2024)
 
-Implements METHOD.md section 4 ("evaluation from scratch"): the paper's figures (FID, CLIP score, GenEval) rebuilt
-for a tiny domain where Inception-V3 and CLIP mean nothing.
+Implements the evaluation from scratch (docs/METHOD.md, section 6): the paper's figures (FID, CLIP score, GenEval)
+rebuilt for a tiny domain where Inception-V3 and CLIP mean nothing.
   evaluator   a small CLIP-style image/caption encoder pair, trained here from scratch with a symmetric InfoNCE loss
               on clean scenes drawn by data.py's generator from a seed stream of its own (never the training split;
               real-image sets: trained on D/val.pt). Cached in D/evaluator.pt; retrained when its config changes.
@@ -44,8 +44,8 @@ TASKS = ["object", "colour", "position", "count", "binding"]
 # FID, KID and CLIP score on features (plain functions of arrays)
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
-    """FID = |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) in float64, the trace of the root on the symmetric route of
-    METHOD.md section 4 (scipy's sqrtm is slow and returns spurious imaginary parts; eigvalsh(S1 @ S2) is wrong)."""
+    """FID = |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) in float64, the trace of the root on the symmetric route
+    of docs/METHOD.md section 6 (scipy's sqrtm is slow, with spurious imaginary parts; eigvalsh(S1 @ S2) is wrong)."""
     mu1, sigma1, mu2, sigma2 = (np.asarray(x, dtype=np.float64) for x in (mu1, sigma1, mu2, sigma2))
     lam, V = np.linalg.eigh(sigma1)                                   # S1 = V diag(lam) V^T
     R = (V * np.sqrt(np.clip(lam, 0, None))) @ V.T                    # R = S1^{1/2}
@@ -72,8 +72,7 @@ def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
     """Unbiased MMD^2 with the kernel k(x,y) = (x.y/d + 1)^3 (Binkowski 2018): (mean, std) over random subsets."""
     a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
     m, d = min(subset_size, len(a), len(b)), a.shape[1]
-    rng = np.random.default_rng(seed)
-    mmd = []
+    rng, mmd = np.random.default_rng(seed), []
     for _ in range(n_subsets):
         x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
         kxx, kyy, kxy = ((p @ q.T / d + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))  # (m, m) each
@@ -139,8 +138,7 @@ def encoder_pairs(data_dir, test, cfg):
     rng = np.random.default_rng(np.random.SeedSequence([EVAL_STREAM, cfg["seed"]]))
     images, captions, _, _ = data.generate(cfg["n_train"] + cfg["n_held_out"], cfg["size"], rng, {},
                                            cfg["max_objects"])  # all clean, the test set's grammar
-    tokens = tokenize(captions, cfg["vocab"], cfg["length"])
-    n = cfg["n_train"]
+    tokens, n = tokenize(captions, cfg["vocab"], cfg["length"]), cfg["n_train"]
     return (images[:n], tokens[:n]), (images[n:], tokens[n:])
 
 
@@ -202,9 +200,8 @@ def load_encoder(data_dir, test, device="cpu", **overrides):
         ckpt = {}  # an unreadable cache is simply rebuilt
     cached = ckpt.get("config") == cfg
     if cached:
-        model = new_evaluator(cfg)
+        model = new_evaluator(cfg).to(device).eval()
         model.load_state_dict(ckpt["model"])
-        model = model.to(device).eval()
     else:
         start = time.time()
         (images, tokens), held_out = encoder_pairs(data_dir, test, cfg)
@@ -246,7 +243,7 @@ def inception_features(net, images, batch=32):
 # ----------------------------------------------------------------------------------------------------------------
 # GenEval on the shapes set: exact pixel rules, no learned model
 
-PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)  # (6, 3)
+SHAPE_RGB = np.array(list(COLOURS.values()), dtype=np.float64)  # (6, 3)
 BG = np.array(BACKGROUND, dtype=np.float64)
 
 
@@ -254,7 +251,7 @@ def palette_fit(images):
     """Explain every pixel as background blended with one palette colour, pix = BG + alpha (colour - BG), as the
     box filter of data.draw makes them. uint8 [N,3,H,W] -> alpha and squared residual, each [N, 6, H, W]."""
     d = images.transpose(0, 2, 3, 1)[:, None].astype(np.float64) - BG    # (N, 1, H, W, 3)
-    v = (PALETTE - BG)[None, :, None, None]                              # (1, 6, 1, 1, 3)
+    v = (SHAPE_RGB - BG)[None, :, None, None]                            # (1, 6, 1, 1, 3)
     alpha = np.clip((d * v).sum(-1) / (v * v).sum(-1), 0, 1)             # (N, 6, H, W)
     resid = ((d - alpha[..., None] * v) ** 2).sum(-1)
     return np.where(alpha > 0.1, alpha, 0.0), resid                      # faint alpha is background, not object
@@ -332,7 +329,7 @@ def defect_rates(images, shapes=True):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Every metric from already-generated images, and the command line
+# Plumbing: every metric from already-generated images, the guide's check, the command line
 
 def evaluate_images(images, test, encoder, rows=None, inception=None):
     """uint8 images [N,3,H,W] generated from the prompts test[rows] (default 0..N-1) -> dict of metrics.
@@ -348,10 +345,9 @@ def evaluate_images(images, test, encoder, rows=None, inception=None):
     m = {"fid": fid(feats.numpy(), ref_feats.numpy()), "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset,
          "clip_score": clip_score(img_emb, txt_emb[rows]), "clip_score_reference": clip_score(ref_emb, txt_emb),
          "n_samples": len(images), "n_reference": len(test["images"])}
-    shapes = "objects" in test
-    if shapes:
+    if "objects" in test:  # the shapes set: its prompts' objects are known
         m.update(geneval(images.numpy(), test["objects"][rows].numpy()))
-    return {**m, **defect_rates(images.numpy(), shapes)}
+    return {**m, **defect_rates(images.numpy(), shapes="objects" in test)}
 
 
 def check_guide(ckpt, guide_ckpt, path):
@@ -408,7 +404,7 @@ def line_plot(curves, path, title, xlabel="training step", width=640, height=360
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Sample a trained model on the test prompts and write FID, KID, CLIP score, "
-                                            "rule-based GenEval and defect rates to a JSON file (METHOD.md section 4).")
+                                            "rule-based GenEval and defect rates to a JSON file (docs/METHOD.md).")
     p.add_argument("--data", required=True, help="data folder with test.pt (prompts, references); the evaluator is cached there")
     p.add_argument("--model", required=True, help="model checkpoint to sample (model.pt or proxy.pt)")
     p.add_argument("--out", required=True, help="metrics file to write, e.g. runs/x/metrics.json (a sample grid goes beside it)")
@@ -420,8 +416,7 @@ def main(argv=None):
                    "(1 - w) D_guide, the guide a smaller and/or earlier model of the same data (e.g. train_t2i.py "
                    "--guide-at's guide.pt). With --cfg != 1, CFG is applied inside each model first; --cfg 1 for "
                    "autoguidance alone")
-    p.add_argument("--guidance", type=data.finite,
-                   help="autoguidance weight w with --guide (default 2; 1 = no guidance)")
+    p.add_argument("--guidance", type=data.finite, help="autoguidance weight w with --guide (default 2; 1 = none)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")

@@ -275,7 +275,7 @@ def train_t2i_cases(b):
         reference 32px | --online jest --reference {P32} | {P32}
         reference of another vocabulary | --online jest --reference {PVOCAB} | vocabulary
         subset out of range | --subset {RANGE} | {RANGE}
-        preset bogus | --preset tiny | --preset
+        preset bogus | --preset huge | --preset
         corrupt val.pt | --data {BADVAL} | val.pt
         32px train beside 16px val | --data {MIXED} | val.pt
         missing data | --data {OUT}/nowhere | nowhere
