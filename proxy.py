@@ -243,9 +243,10 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
     linear warm-up over `warmup` steps, gradients clipped to norm 1; `run` (a Run) resumes, checkpoints, logs and
     calls the hooks. One generator seeded by `seed` draws every batch, t, noise and caption drop. The EMA's decay
     warms up as min(ema_decay, (1 + step) / (10 + step)): short runs do not average in the random initialisation.
-    `select` (online selection, train_t2i.py) draws select.size rows and keeps batch_size; `sampler(step, n, gen)`
-    -> int64 [n] rows instead of uniform ones (--curriculum), a function of the step and the generator only.
-    Under torchrun every rank draws the same global batch and trains on its slice; DDP averages the gradients."""
+    `select` (online selection, train_t2i.py): select(step, model, images, tokens, t, noise, gen) -> the batch_size
+    positions to keep of select.size rows drawn; its settings, log(), state_dict() go to the run's files.
+    `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), a function of the step and the
+    generator only. Under torchrun every rank draws the same global batch and trains on its slice; DDP averages."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if batch_size % world:
         raise data.DataError(f"--batch-size {batch_size} must be divisible by the {world} processes")
@@ -261,8 +262,8 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
     for step in range(start, steps):
         n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
         idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)  # global
-        t = sample_t(n, gen)
-        noise = torch.randn((n, *images.shape[1:]), generator=gen)
+        t = sample_t(n, gen)  # t ~ U(0, 1)
+        noise = torch.randn((n, *images.shape[1:]), generator=gen)  # eps ~ N(0, I)
         drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
         tok = torch.where(drop[:, None], data.null_tokens(n, tokens.shape[1]), tokens[idx])
         if select is not None:  # train on the kept rows with the very (t, noise, caption) they were scored on
@@ -270,7 +271,7 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
                 keep = select(step, model, images[idx], tok, t, noise, gen)  # (batch_size,) positions in 0..n-1
             idx, t, noise, tok = idx[keep], t[keep], noise[keep], tok[keep]
         x0 = data.to_float(images[idx[mine]]).to(device)
-        with mixed:
+        with mixed:  # L_i = ||v(x_t, t, c) - (eps - x0)||^2, x_t = (1 - t) x0 + t eps
             loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
         loss = loss_i.mean()
         if not torch.isfinite(loss):
@@ -280,8 +281,8 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if ema is not None:
+        opt.step()  # Eq. 4 (AdamW for plain SGD): theta <- theta - b grad L(theta; batch)
+        if ema is not None:  # theta_ema <- decay theta_ema + (1 - decay) theta
             decay = min(ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 for k, v in model.state_dict().items():
@@ -295,9 +296,9 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
 # Plumbing: the run's files (Run), checkpoints, bf16, reports, the command line
 
 class Run:
-    """All train() writes and reads but the weights it trains: the checkpoint at `path` (every `ckpt_every` steps and
-    at the end), which `resume` continues to the uninterrupted run's end; the log at `log_path` (every 50 steps: the
-    mean loss, the loss in ten bins of t, the samples seen, the selection's columns); the progress bar; and
+    """The plumbing of one train() run, so that train() is the loop alone: the checkpoint at `path` (every `ckpt_every`
+    steps and at the end), which `resume` continues to the uninterrupted run's end; the log at `log_path` (every 50
+    steps: the mean loss, the loss in ten bins of t, the samples seen, the selection's columns); the progress bar; and
     on_log(step, model, ema) every `hook_every` steps and at the end (model.pt, snapshots, grids). Rank 0 writes."""
 
     def __init__(self, path, vocab, resume=False, ckpt_every=500, log_path=None, desc="train", extra=None,
@@ -441,7 +442,8 @@ def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="los
 
 
 def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
-    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), each above its real image."""
+    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), above their real images, with the
+    prompts written under them."""
     n = min(n, len(dataset["images"]))
     imgs = sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu()
     fake = ((imgs + 1) * 127.5).round().clamp(0, 255).byte()
