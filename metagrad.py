@@ -204,8 +204,8 @@ def start_fresh(a, reference, ref_ckpt, train, val, draws, device, warm_path, ra
         if not isinstance(same, dict) or same.get("data") != rows:
             raise data.DataError(f"{a.primary}: not warmed on this data's val.pt; warm one with --primary-warmup")
     elif a.primary_warmup > 0:  # the primary learns from clean data: it comes to rely on the captions
-        proxy.train(primary, val["images"], val["tokens"], warm_path, train["vocab"], a.primary_warmup, a.batch_size,
-                    a.lr, a.seed, device, resume=a.resume, desc="primary warm-up (val)")
+        proxy.train(primary, val["images"], val["tokens"], a.primary_warmup, a.batch_size, a.lr, a.seed, device,
+                    proxy.Run(warm_path, train["vocab"], resume=a.resume, desc="primary warm-up (val)"))
         warm_ckpt = data.load_pt(warm_path, "checkpoint")
     trunk = copy.deepcopy(primary).eval().requires_grad_(False)  # the rater's frozen view (rater.py)
     tic = time.time()

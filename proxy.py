@@ -1,31 +1,23 @@
-"""proxy.py -- the small text-conditioned DiT, its rectified-flow loss and sampler; warms up a proxy model.
+"""proxy.py -- the small text-conditioned DiT, its rectified-flow loss, sampler and training loop; warms up a proxy.
 
 Reads:   D/train.pt (or D/val.pt with --split val), via data.load_dataset
 Writes:  RUN/proxy.pt (model, config, step, optimizer, EMA, RNG state), RUN/proxy_log.csv (loss overall and in ten
          bins of t), RUN/proxy_samples.png (samples with their prompts), RUN/proxy_report.json (losses by defect type)
-Run:     python proxy.py --data data/shapes --out runs/x [--steps 3000 --batch-size 64 --lr 1e-3 --resume]
-Implements the proxy of Alchemist (arXiv 2512.16905, Sec. 3): a small model of the target's family whose per-sample
-losses the rater learns from. Every other stage imports the model, the loss and the sampler from here.
+Run:     python proxy.py --data data/shapes --out runs/x [--preset tiny|quick|paper --steps 3000 --resume]
+The proxy of Alchemist (arXiv 2512.16905, Sec. 3, Eq. 4): a small model of the target's family whose per-sample
+losses the rater learns from. Every other stage imports the model, the loss, the sampler and the loop from here.
 
-The model (DiT, Peebles & Xie 2023, with cross-attention as in PixArt-alpha):
+The model (DiT, Peebles & Xie 2023, with cross-attention as in PixArt-alpha; docs/METHOD.md, section 5):
   image [B,3,H,W] -> patches of p x p -> tokens [B,T,C] + fixed 2-D sin-cos positions
   caption tokens [B,L] -> a 2-layer transformer text encoder -> text features [B,L,C] and their masked mean [B,C]
   each block:  x += gate1 * SelfAttn(modulate(LN(x)))         adaLN-Zero, conditioned on c = emb(t) + pooled text
                x += CrossAttn(LN(x), text features)         every image token looks up the caption's words
                x += gate2 * MLP(modulate(LN(x)))
   final layer: modulate(LN(x)) -> Linear (zero-initialised) -> unpatchify -> velocity [B,3,H,W]
-Why cross-attention and not only a pooled caption: a pooled embedding blurs "red circle at the top left and blue
-square at the bottom" into a bag of words; cross-attention lets the patch at the top left ask which words are about
-it. That makes the caption move the loss a lot (README: misaligned captions cost > 1.25x clean), which is the signal
-every later stage needs (../shared/FEASIBILITY.md, point 1).
-
-Attention is written out by hand (softmax(q k^T / sqrt(d)) v): PyTorch's fused CPU kernel has no double backward,
-and the exact hypergradient in metagrad.py differentiates through a gradient step.
 """
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -34,55 +26,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
 
-# ----------------------------------------------------------------------------------------------------------------
-# Presets: CPU-sized and GPU-sized. Change these, not the code, to scale up.
+# Presets, one vocabulary in every script: tiny (tests, one-minute trials), quick (the CPU grid), paper (the GPU grid)
 PRESETS = {
-    "tiny": dict(width=16, depth=1, heads=1, text_depth=1, patch=2, steps=40, batch_size=16, lr=5e-3),  # tests, trials
-    # ablate.py quick: 16x16, one head (on a CPU four heads of 16 channels cost 1.3x the time for no gain: README)
+    "tiny": dict(width=16, depth=1, heads=1, text_depth=1, patch=2, steps=40, batch_size=16, lr=5e-3),
+    # 16x16, one head (on a CPU four heads of 16 channels cost 1.3x the time for no gain: docs/RESULTS.md)
     "quick": dict(width=64, depth=2, heads=1, text_depth=1, patch=2, steps=1000, batch_size=64, lr=5e-3),
-    "cpu": dict(width=128, depth=4, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3),
-    "gpu": dict(width=256, depth=8, heads=8, text_depth=2, steps=20000, batch_size=256, lr=5e-4),
+    "paper": dict(width=128, depth=4, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3),
 }
-
-
-def patch_for(size, cfg):
-    """The patch side of a preset at an image size: the preset's own `patch`, else 8 x 8 tokens (size // 8, at least 2)."""
-    return cfg.get("patch") or max(2, size // 8)
-
-
-def cpu_has_bf16():
-    """Whether this CPU multiplies bf16 in hardware (x86 AVX512-BF16 or AMX, from /proc/cpuinfo; elsewhere: no)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def uses_bf16(device, precision="auto"):
-    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA, and on a CPU with bf16
-    hardware, where it trains the quick model 1.4x faster at the same quality (README). The choice depends only on
-    the machine, so a seed still fixes the result."""
-    return precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-
-
-def autocast(device, precision="auto"):
-    """Training's autocast: bf16 matrix products where uses_bf16 says so (the weights, the loss and the optimiser stay
-    float32), else float32 throughout."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
-
-
 CFG_DROP = 0.1  # fraction of captions replaced by the null caption in training (classifier-free guidance)
 
-
 # ----------------------------------------------------------------------------------------------------------------
-# Embeddings
+# The model
 
 def timestep_embedding(t, dim):
     """Sinusoidal embedding of t in [0, 1]: [B] -> [B, dim] (frequencies as in DDPM/DiT, t scaled by 1000)."""
@@ -102,12 +60,9 @@ def sincos_2d(grid, dim):
     return torch.cat([one_d(ys.flatten(), dim // 2), one_d(xs.flatten(), dim // 2)], dim=1).float()
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Blocks
-
 def attention(q, k, v, key_mask=None):
-    """softmax(q k^T / sqrt(d)) v, written out so that double backward works on every device.
-    q [B,h,T,d], k,v [B,h,S,d], key_mask [B,S] (True = attend) -> [B,h,T,d]."""
+    """softmax(q k^T / sqrt(d)) v, written out: PyTorch's fused CPU kernel has no double backward, which metagrad.py's
+    exact hypergradient needs. q [B,h,T,d], k,v [B,h,S,d], key_mask [B,S] (True = attend) -> [B,h,T,d]."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, T, S)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
@@ -166,12 +121,9 @@ class DiTBlock(nn.Module):
 
     def __init__(self, dim, heads):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, heads)
-        self.norm_x = nn.LayerNorm(dim)
-        self.cross = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = mlp(dim)
+        self.norm1, self.attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6), Attention(dim, heads)
+        self.norm_x, self.cross = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6), mlp(dim)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada[1].bias)
@@ -228,20 +180,15 @@ def sample_t(n, generator=None, device="cpu"):
     return torch.rand(n, generator=generator).to(device)
 
 
-def rf_loss(model, x0, tokens, t=None, noise=None, drop_prob=0.0, generator=None):
-    """Per-sample rectified-flow loss, [B]. Pass `t` [B] and `noise` [B,3,H,W] to compare models on the same draws;
-    leave them None to draw fresh ones from `generator` (on the CPU, so that a seed fixes them on any device)."""
+def rf_loss(model, x0, tokens, t=None, noise=None, generator=None):
+    """Per-sample rectified-flow loss ||v(x_t, t, c) - (eps - x0)||^2, [B]. Pass `t` [B] and `noise` [B,3,H,W] to
+    compare models on the same draws; leave them None to draw fresh ones from `generator` (on the CPU, so that a seed
+    fixes them on any device)."""
     B = x0.shape[0]
-    if t is None:
-        t = sample_t(B, generator, x0.device)
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    if drop_prob > 0:  # classifier-free guidance: train on the null caption a fraction of the time
-        drop = (torch.rand(B, generator=generator) < drop_prob).to(x0.device)
-        tokens = torch.where(drop[:, None], data.null_tokens(B, tokens.shape[1]).to(x0.device), tokens)
+    t = sample_t(B, generator, x0.device) if t is None else t
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device) if noise is None else noise
     tb = t.view(B, 1, 1, 1)
-    x_t = (1 - tb) * x0 + tb * noise
-    v = model(x_t, t, tokens)
+    v = model((1 - tb) * x0 + tb * noise, t, tokens)
     return (v.to(x0.dtype) - (noise - x0)).pow(2).mean(dim=(1, 2, 3))  # (B,), in float32 even under bf16 autocast
 
 
@@ -266,10 +213,9 @@ def sample_loss(model, x0, tokens, draws):
 @torch.no_grad()
 def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance=1.0):
     """Euler sampler from t=1 (noise) to t=0 with classifier-free guidance, v = v_null + cfg (v_text - v_null), and
-    with a `guide` autoguidance (Karras et al. 2024): D_w = w D_main + (1 - w) D_guide, the guide a smaller and/or
-    earlier model of the same task, w = `guidance`; CFG acts inside each model first (cfg=1: autoguidance alone, as
-    in the paper). D = x_t - t v is affine in v, so mixing velocities mixes denoisers.
-    tokens int64 [B,L] on the model's device -> images float [B,3,H,W] in [-1, 1]."""
+    with a `guide` autoguidance (Karras et al. 2024): D_w = w D_main + (1 - w) D_guide, w = `guidance`, the guide a
+    smaller and/or earlier model of the same task; CFG acts inside each model first (cfg=1: autoguidance alone, as in
+    the paper). tokens int64 [B,L] on the model's device -> images float [B,3,H,W] in [-1, 1]."""
     device, B, size = tokens.device, tokens.shape[0], model.config["image_size"]
     x = torch.randn((B, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(device)
     null = data.null_tokens(B, tokens.shape[1]).to(device)
@@ -282,16 +228,160 @@ def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance
     for i in range(steps):
         t = torch.full((B,), 1 - i / steps, device=device)
         v = velocity(model, x, t)
-        if guide is not None and guidance != 1.0:  # in code, guide(x).lerp(main(x), w)
-            v = velocity(guide, x, t).float().lerp(v.float(), guidance)
+        if guide is not None and guidance != 1.0:  # D = x_t - t v is affine in v: mixing velocities mixes denoisers
+            v = velocity(guide, x, t).float().lerp(v.float(), guidance)  # guide(x).lerp(main(x), w)
         x = x - v / steps  # dt = 1/steps towards t = 0
     return x.clamp(-1, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: the one writer and the one reader for every model file (proxy.pt, model.pt)
+# Training (Eq. 4, with AdamW): a plain loop over random batches, for proxy.py, metagrad.py and train_t2i.py
+
+def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmup=100, ema_decay=0.0, select=None,
+          sampler=None, precision="auto"):
+    """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW on the mean rf_loss,
+    linear warm-up over `warmup` steps, gradients clipped to norm 1; `run` (a Run) resumes, checkpoints, logs and
+    calls the hooks. One generator seeded by `seed` draws every batch, t, noise and caption drop. The EMA's decay
+    warms up as min(ema_decay, (1 + step) / (10 + step)): short runs do not average in the random initialisation.
+    `select` (online selection, train_t2i.py): select(step, model, images, tokens, t, noise, gen) -> the batch_size
+    positions to keep of select.size rows drawn; its settings, log(), state_dict() go to the run's files.
+    `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), a function of the step and the
+    generator only. Under torchrun every rank draws the same global batch and trains on its slice; DDP averages."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if batch_size % world:
+        raise data.DataError(f"--batch-size {batch_size} must be divisible by the {world} processes")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
+    same = dict(data=data.fingerprint(images, tokens, run.vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
+                warmup=warmup, select=select.settings if select is not None else None, bf16=uses_bf16(device, precision))
+    start = run.begin(steps, same, model, opt, gen, ema, select)  # 0, or where the resumed checkpoint stopped
+    mixed, mine = autocast(device, precision), slice(rank, None, world)  # bf16 products; this rank's share
+    model.train()
+    for step in range(start, steps):
+        n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
+        idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)  # global
+        t = sample_t(n, gen)  # t ~ U(0, 1)
+        noise = torch.randn((n, *images.shape[1:]), generator=gen)  # eps ~ N(0, I)
+        drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
+        tok = torch.where(drop[:, None], data.null_tokens(n, tokens.shape[1]), tokens[idx])
+        if select is not None:  # train on the kept rows with the very (t, noise, caption) they were scored on
+            with mixed:
+                keep = select(step, model, images[idx], tok, t, noise, gen)  # (batch_size,) positions in 0..n-1
+            idx, t, noise, tok = idx[keep], t[keep], noise[keep], tok[keep]
+        x0 = data.to_float(images[idx[mine]]).to(device)
+        with mixed:  # L_i = ||v(x_t, t, c) - (eps - x0)||^2, x_t = (1 - t) x0 + t eps
+            loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
+        loss = loss_i.mean()
+        if not torch.isfinite(loss):
+            raise run.diverged(step + 1)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / warmup)  # linear warm-up, then constant
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()  # Eq. 4 (AdamW for plain SGD): theta <- theta - b grad L(theta; batch)
+        if ema is not None:  # theta_ema <- decay theta_ema + (1 - decay) theta
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    ema[k].lerp_(v, 1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+        run.record(step + 1, loss, loss_i, t[mine])  # the log; the hooks and the checkpoint when due
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: the run's files (Run), checkpoints, bf16, reports, the command line
+
+class Run:
+    """The plumbing of one train() run, so that train() is the loop alone: the checkpoint at `path` (every `ckpt_every`
+    steps and at the end), which `resume` continues to the uninterrupted run's end; the log at `log_path` (every 50
+    steps: the mean loss, the loss in ten bins of t, the samples seen, the selection's columns); the progress bar; and
+    on_log(step, model, ema) every `hook_every` steps and at the end (model.pt, snapshots, grids). Rank 0 writes."""
+
+    def __init__(self, path, vocab, resume=False, ckpt_every=500, log_path=None, desc="train", extra=None,
+                 on_log=None, hook_every=None):
+        self.path, self.vocab, self.resume, self.ckpt_every, self.log_path = path, vocab, resume, ckpt_every, log_path
+        self.desc, self.extra, self.on_log, self.hook_every = desc, extra or {}, on_log, hook_every or ckpt_every
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+
+    def begin(self, steps, same, model, optimizer, rng, ema, select):
+        """Hold what a checkpoint saves, load the checkpoint into it (--resume), write the log so far; the step to
+        start from. `same`: what --resume must find unchanged (the rows, their words, the settings of the run)."""
+        self.steps, self.same, self.model, self.optimizer, self.rng = steps, same, model, optimizer, rng
+        self.ema, self.select, start, spent = ema, select, 0, 0.0  # spent: seconds before this process (resume)
+        self.rows = [["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
+                     (list(select.log()) if select else [])]
+        self.losses, self.bins = [], [[] for _ in range(10)]
+        if self.resume and os.path.exists(self.path):
+            start, spent = self.load()
+        self.t0, self.last_ckpt = time.time() - spent, start or None
+        if self.log_path and self.rank == 0:  # the header and the rows up to the checkpoint; one row at a time after
+            buf = io.StringIO()
+            csv.writer(buf).writerows(self.rows)
+            data.atomic_save(buf.getvalue(), self.log_path)
+        self.bar = tqdm(desc=self.desc, initial=start, total=steps, dynamic_ncols=True, disable=self.rank > 0)
+        return start
+
+    def load(self):  # the same `same` also means the same EMA (ema_decay) and selection (its settings) to load
+        path, ckpt = self.path, data.load_pt(self.path, "checkpoint")
+        if ckpt.get("config") != self.model.config:
+            raise data.DataError(f"{path}: checkpoint is from another model size {ckpt.get('config')}; "
+                                 "remove it or drop --resume")
+        old = ckpt.get("same") if isinstance(ckpt.get("same"), dict) else {}
+        changed = [k if k != "data" else "data (the rows trained on)" for k in self.same if old.get(k) != self.same[k]]
+        if changed:
+            raise data.DataError(f"{path}: checkpoint was made with other {', '.join(changed)}; pass the same "
+                                 "data and flags, or remove it and drop --resume")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.rng.set_state(ckpt["rng"])
+        for k, v in (ckpt["ema"].items() if self.ema is not None else ()):
+            self.ema[k].copy_(v)
+        if self.select is not None:
+            self.select.load_state_dict(ckpt["select"])
+        self.rows, self.losses, self.bins = ckpt["log"]["rows"], ckpt["log"]["losses"], ckpt["log"]["bins"]
+        return ckpt["step"], ckpt.get("seconds", 0.0)
+
+    def record(self, step, loss, loss_i, t):
+        """After `step` steps: the log (a row every 50 steps and at the end), then on_log and the checkpoint when
+        due (what on_log writes first: a run killed in between redoes it)."""
+        self.bar.update()
+        self.losses.append(loss.item())
+        for b, l in zip((t * 10).long().clamp(max=9).tolist(), loss_i.detach().tolist()):  # minRF: by t bin
+            self.bins[b].append(l)
+        last = step == self.steps
+        if step % 50 == 0 or last:
+            self.bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.4f}")
+            self.rows.append([step, f"{np.mean(self.losses[-50:]):.5f}", f"{time.time() - self.t0:.1f}"] +
+                             [f"{np.mean(b):.5f}" if b else "" for b in self.bins] + [step * self.same["batch_size"]] +
+                             (list(self.select.log().values()) if self.select else []))
+            if self.log_path and self.rank == 0:
+                with open(self.log_path, "a", newline="") as f:
+                    csv.writer(f).writerow(self.rows[-1])
+            self.bins = [[] for _ in range(10)]
+        if self.rank == 0 and self.on_log and (step % self.hook_every == 0 or last):
+            self.on_log(step, self.model, self.ema)
+        if self.rank == 0 and (step % self.ckpt_every == 0 or last):
+            save_checkpoint(self.path, self.model, step, self.vocab, optimizer=self.optimizer.state_dict(),
+                            rng=self.rng.get_state(), seconds=time.time() - self.t0,
+                            **({"ema": self.ema} if self.ema is not None else {}),
+                            **({"select": self.select.state_dict()} if self.select else {}), **self.extra,
+                            same=self.same, log={"rows": self.rows, "losses": self.losses[-50:], "bins": self.bins})
+            self.last_ckpt = step
+        if last:
+            self.bar.close()
+
+    def diverged(self, step):
+        kept = (f"last good checkpoint: {self.path}, step {self.last_ckpt}" if self.last_ckpt else
+                "no checkpoint written yet")
+        return data.DataError(f"non-finite loss at step {step}; lower --lr ({kept})")
+
 
 def save_checkpoint(path, model, step, vocab, **extra):
+    """The one writer of model files (proxy.pt, model.pt, train_state.pt, snapshots); load_proxy is the one reader."""
     data.atomic_save({"model": model.state_dict(), "config": dict(model.config), "step": step, "vocab": list(vocab),
                       **extra}, path)
 
@@ -307,148 +397,39 @@ def load_proxy(path, device="cpu", dataset=None):
     except (TypeError, RuntimeError) as e:
         raise data.DataError(f"{path}: weights do not fit the DiT config {ckpt['config']} ({str(e).splitlines()[0][:80]})") from None
     if dataset is not None:
-        check_fits(model, dataset, path)
+        config, size = model.config, dataset["images"].shape[-1]
+        if config["image_size"] != size:
+            raise data.DataError(f"{path}: model is for {config['image_size']}px images, the data has {size}px")
+        if config["vocab_size"] != len(dataset["vocab"]) or dataset["tokens"].shape[1] > config["max_tokens"]:
+            raise data.DataError(f"{path}: model was built for another vocabulary or caption length than this data")
         if "vocab" in ckpt and list(ckpt["vocab"]) != list(dataset["vocab"]):
             raise data.DataError(f"{path}: model was trained with another vocabulary than this data's")
     return model.to(device).eval(), ckpt
 
 
-def check_fits(model, dataset, path):
-    size = dataset["images"].shape[-1]
-    if model.config["image_size"] != size:
-        raise data.DataError(f"{path}: model is for {model.config['image_size']}px images, the data has {size}px")
-    if model.config["vocab_size"] != len(dataset["vocab"]) or dataset["tokens"].shape[1] > model.config["max_tokens"]:
-        raise data.DataError(f"{path}: model was built for another vocabulary or caption length than this data")
+def patch_for(size, cfg):
+    """The patch side of a preset at an image size: the preset's own `patch`, else 8 x 8 tokens (size // 8, at least 2)."""
+    return cfg.get("patch") or max(2, size // 8)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Training: a plain loop over random batches, shared by the proxy warm-up here and train_t2i.py
-
-def train(model, images, tokens, out_path, vocab, steps, batch_size, lr, seed, device, resume=False,
-          ckpt_every=500, log_path=None, warmup=100, ema_decay=0.0, desc="train", extra=None, on_log=None,
-          hook_every=None, select=None, precision="auto", sampler=None):
-    """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW; checkpoint to
-    `out_path` every `ckpt_every` steps; with `resume`, continue from it so the end equals an uninterrupted run.
-    `on_log(step, model, ema)` is called every `hook_every` steps and at the end (sample grids, snapshots).
-    The EMA's decay warms up as min(ema_decay, (1 + step) / (10 + step)), so short runs do not average in the
-    random initialisation whatever `steps` is.
-    `select` (online selection, train_t2i.py) has `size` (rows to draw), select(step, model, images, tokens, t, noise,
-    gen) -> the batch_size positions to train on, log() (extra log columns), state_dict() and load_state_dict().
-    `sampler(step, n, gen)` -> int64 [n] rows to draw instead of uniform ones (train_t2i.py --curriculum); it must be
-    a function of the step and the generator only, so that --resume draws what an uninterrupted run would.
-    Under torchrun (torch.distributed initialised) every rank draws the same global batch from the shared generator
-    and takes its slice; DistributedDataParallel averages the gradients, so N ranks compute what one process would."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if batch_size % world:
-        raise data.DataError(f"--batch-size {batch_size} must be divisible by the {world} processes")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = lambda s: min(1.0, (s + 1) / warmup)  # linear warm-up, then constant
-    gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
-    start, spent = 0, 0.0  # spent: wall-clock seconds of the run before this process (resume)
-    # What --resume must find unchanged: the rows (and their words) and the settings that shape the run. The log's rows
-    # and the window its next row averages travel in the checkpoint, so that a resumed log is the uninterrupted one.
-    same = dict(data=data.fingerprint(images, tokens, vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
-                warmup=warmup, select=select.settings if select is not None else None, bf16=uses_bf16(device, precision))
-    rows = [["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
-            (list(select.log()) if select else [])]
-    losses, bins = [], [[] for _ in range(10)]
-    if resume and os.path.exists(out_path):
-        ckpt = data.load_pt(out_path, "checkpoint")
-        if ckpt.get("config") != model.config:
-            raise data.DataError(f"{out_path}: checkpoint is from another model size {ckpt.get('config')}; "
-                                 "remove it or drop --resume")
-        old = ckpt.get("same") if isinstance(ckpt.get("same"), dict) else {}
-        changed = [k if k != "data" else "data (the rows trained on)" for k in same if old.get(k) != same[k]]
-        if changed:
-            raise data.DataError(f"{out_path}: checkpoint was made with other {', '.join(changed)}; pass the same "
-                                 "data and flags, or remove it and drop --resume")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng"])
-        if ema is not None:
-            if "ema" not in ckpt:
-                raise data.DataError(f"{out_path}: checkpoint has no EMA weights to resume; remove it or drop --resume")
-            ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        if (select is not None) != ("select" in ckpt):
-            raise data.DataError(f"{out_path}: checkpoint was trained {'with' if 'select' in ckpt else 'without'} "
-                                 "online selection; resume with the same flags or drop --resume")
-        if select is not None:
-            select.load_state_dict(ckpt["select"])
-        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
-        rows, losses, bins = ckpt["log"]["rows"], ckpt["log"]["losses"], ckpt["log"]["bins"]
-    mixed = autocast(device, precision)
-    log = writer = None
-    if log_path and rank == 0:  # the header and the rows up to the checkpoint, then one row at a time
-        buf = io.StringIO()
-        csv.writer(buf).writerows(rows)
-        data.atomic_save(buf.getvalue(), log_path)
-        log = open(log_path, "a", newline="")
-        writer = csv.writer(log)
-    last_ckpt = start or None
-    model.train()
-    t0 = time.time() - spent
-    mine = slice(rank, None, world)  # this rank's share of the global batch
-    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, dynamic_ncols=True, disable=rank > 0)
-    for step in bar:
-        n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
-        idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)  # global
-        t = sample_t(n, gen)
-        noise = torch.randn((n, *images.shape[1:]), generator=gen)
-        drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
-        tok = torch.where(drop[:, None], data.null_tokens(n, tokens.shape[1]), tokens[idx])
-        if select is not None:  # train on the kept rows with the very (t, noise, caption) they were scored on
-            with mixed:
-                keep = select(step, model, images[idx], tok, t, noise, gen)  # (batch_size,) positions in 0..n-1
-            idx, t, noise, tok = idx[keep], t[keep], noise[keep], tok[keep]
-        x0 = data.to_float(images[idx[mine]]).to(device)
-        with mixed:
-            loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
-        loss = loss_i.mean()
-        if not torch.isfinite(loss):
-            kept = f"last good checkpoint: {out_path}, step {last_ckpt}" if last_ckpt else "no checkpoint written yet"
-            raise data.DataError(f"non-finite loss at step {step + 1}; lower --lr ({kept})")
-        for g in opt.param_groups:
-            g["lr"] = lr * sched(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if ema is not None:
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    ema[k].lerp_(v, 1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
-        losses.append(loss.item())
-        for b, l in zip((t[mine] * 10).long().clamp(max=9).tolist(), loss_i.detach().tolist()):  # minRF: by t bin
-            bins[b].append(l)
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            rows.append([step + 1, f"{np.mean(losses[-50:]):.5f}", f"{time.time() - t0:.1f}"] +
-                        [f"{np.mean(b):.5f}" if b else "" for b in bins] + [(step + 1) * batch_size] +
-                        (list(select.log().values()) if select else []))
-            if writer:
-                writer.writerow(rows[-1])
-                log.flush()
-            bins = [[] for _ in range(10)]
-        # what on_log writes (model.pt, snapshots, grids) comes before the checkpoint: a run killed in between redoes it
-        if rank == 0 and on_log and ((step + 1) % (hook_every or ckpt_every) == 0 or step + 1 == steps):
-            on_log(step + 1, model, ema)
-        if rank == 0 and ((step + 1) % ckpt_every == 0 or step + 1 == steps):
-            save_checkpoint(out_path, model, step + 1, vocab, optimizer=opt.state_dict(), rng=gen.get_state(),
-                            seconds=time.time() - t0, **({"ema": ema} if ema is not None else {}),
-                            **({"select": select.state_dict()} if select else {}), **(extra or {}), same=same,
-                            log={"rows": rows, "losses": losses[-50:], "bins": bins})
-            last_ckpt = step + 1
-    if log:
-        log.close()
-    model.eval()
-    return model
+def uses_bf16(device, precision="auto"):
+    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA, and on a CPU with bf16
+    hardware (AVX512-BF16 or AMX in /proc/cpuinfo), where it trains the quick model 1.4x faster at the same quality
+    (docs/RESULTS.md). The choice depends only on the machine, so a seed still fixes the result."""
+    if precision != "auto" or device.type == "cuda":
+        return precision != "fp32"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Reports: losses by defect type on fixed draws, and a grid of samples with their prompts
+def autocast(device, precision="auto"):
+    """Training's autocast: bf16 products where uses_bf16 says so (weights, loss and optimiser stay float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
 
 @torch.no_grad()
 def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="losses"):
@@ -461,8 +442,8 @@ def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="los
 
 
 def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
-    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), each above its real image, with the
-    prompt written under it."""
+    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), above their real images, with the
+    prompts written under them."""
     n = min(n, len(dataset["images"]))
     imgs = sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu()
     fake = ((imgs + 1) * 127.5).round().clamp(0, 255).byte()
@@ -470,13 +451,12 @@ def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
                         footer=f"top: samples (cfg {cfg}), bottom: real")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-
 def main(argv=None):
     p = argparse.ArgumentParser(description="Warm up the DiT proxy (Alchemist Eq. 4) and report its losses by defect type.")
     p.add_argument("--data", required=True, help="data folder made by data.py")
     p.add_argument("--out", required=True, help="run folder; writes proxy.pt, proxy_log.csv, proxy_samples.png")
-    p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="model and schedule size (cpu | gpu)")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper",
+                   help="model and schedule size: tiny (tests), quick (the CPU grid), paper (the GPU grid)")
     p.add_argument("--steps", type=int, help="training steps (default: preset)")
     p.add_argument("--batch-size", type=int, help="batch size (default: preset)")
     p.add_argument("--lr", type=data.finite, help="AdamW learning rate (default: preset)")
@@ -522,11 +502,11 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     print(f"proxy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} rows of "
           f"{a.split}, {steps} steps of {batch_size} on {device}")
+    run = Run(out, d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every, log_path=os.path.join(a.out, "proxy_log.csv"),
+              desc="proxy", extra={"args": {k: v for k, v in vars(a).items() if v is not None}})
     try:
-        train(model, d["images"][rows], d["tokens"][rows], out, d["vocab"], steps, batch_size, lr, a.seed, device,
-              resume=a.resume, ckpt_every=a.ckpt_every, log_path=os.path.join(a.out, "proxy_log.csv"), desc="proxy",
-              precision=a.precision,
-              extra={"args": {k: v for k, v in vars(a).items() if v is not None}})
+        train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, run,
+              precision=a.precision)
     except data.DataError as e:
         data.fail(str(e))
     # Report: validation loss and the training set's loss by defect type, on the same K fixed draws.
@@ -546,7 +526,7 @@ def main(argv=None):
 
 
 def load_subset(path, n):
-    """A subset file: sorted unique int64 row indices into a dataset of n rows (DESIGN.md)."""
+    """A subset file: sorted unique int64 row indices into a dataset of n rows (prune.py writes them)."""
     try:
         rows = np.load(path, allow_pickle=False)
     except (OSError, ValueError):

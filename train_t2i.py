@@ -390,10 +390,10 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, wo
     if rank == 0:
         os.makedirs(a.out, exist_ok=True)
     try:
-        proxy.train(model, d["images"][rows], d["tokens"][rows], state_path, d["vocab"], steps, batch_size, lr,
-                    a.seed, device, resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every, log_path=os.path.join(a.out, "log.csv"),
-                    warmup=cfg["warmup"], ema_decay=decay, desc="target", extra=extra, on_log=on_log, select=select,
-                    precision=a.precision, sampler=sampler)
+        files = proxy.Run(state_path, d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every,
+                          log_path=os.path.join(a.out, "log.csv"), desc="target", extra=extra, on_log=on_log)
+        proxy.train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, files,
+                    warmup=cfg["warmup"], ema_decay=decay, select=select, precision=a.precision, sampler=sampler)
         if rank > 0:
             return
         final, ckpt = proxy.load_proxy(model_path, device)  # exactly what evaluate.py will read

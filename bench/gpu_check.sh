@@ -7,7 +7,7 @@
 #       backward, --compile, ablate.py's workers sharing the GPU) and every other test file, 4 pytest processes at once
 #       -> DEST/a_tests/*.log
 #   (b) bench/train_speed.py: training images/s and TFLOP/s beside the GPU's bf16 peak, for the proxy and target
-#       presets (cpu: the paper grid's, gpu), eager, in 4 and 8 processes at once, then --compile
+#       paper presets (the paper grid's models), eager, in 4 and 8 processes at once, then --compile
 #       -> DEST/b_speed/speed.log, speed.json
 #   (c) ablate.py --preset paper cut to one seed and a few methods (GPU_CHECK_METHODS), its wall time and results
 #       -> DEST/c_grid/grid.log, results/ (results.md, results.csv, ...), gpu_util.csv (nvidia-smi every 2 s), and

@@ -1,6 +1,6 @@
 """bench/metagrad_cost.py -- the time of one meta step (metagrad.py) in plain proxy training steps, and its memory.
 
-Run: python bench/metagrad_cost.py [--size 16 --preset cpu --batch-size 64 --steps 10 --device auto]
+Run: python bench/metagrad_cost.py [--size 16 --preset paper --batch-size 64 --steps 10 --device auto]
 Each method runs in its own process (so that the CPU's peak resident memory is its own) on random data: a few
 warm-up steps, then --steps timed steps of metagrad.meta_step, against plain steps (forward, backward, AdamW on one
 batch of the same size). All in float32, as metagrad.py runs. The rater's features are precomputed in metagrad.py,
@@ -81,7 +81,7 @@ def measure(method, a):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=16, choices=data.SIZES, help="image side")
-    p.add_argument("--preset", default="cpu", choices=list(proxy.PRESETS), help="proxy size preset")
+    p.add_argument("--preset", default="paper", choices=list(proxy.PRESETS), help="proxy size preset")
     p.add_argument("--batch-size", type=int, default=64, help="training (and validation) rows per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per method (after 3 warm-up steps)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")

@@ -84,7 +84,7 @@ def levers(cfg, a, device):
             ("+ exact GELU", dict(cfg, heads=4), 20, "fp32", False),
             ("+ one head", cfg, 20, "fp32", False),
             ("+ captions padded to 8 tokens, not 20", cfg, 8, "fp32", False),
-            ("+ bf16 autocast (this CPU has bf16 hardware)" if proxy.cpu_has_bf16() else "+ bf16 autocast", cfg, 8,
+            ("+ bf16 autocast (this CPU has bf16 hardware)" if proxy.uses_bf16(torch.device("cpu")) else "+ bf16 autocast", cfg, 8,
              "bf16", False)]
     for label, c, tokens, precision, tanh in rows:
         speed, flops, _ = measure(c, a.size, a.batch_size or cfg["batch_size"], tokens, a.steps, device, precision, tanh)

@@ -2,7 +2,7 @@
 (proxy.train): images/s, and the achieved TFLOP/s beside the GPU's bf16 peak; eager and --compile; one process or
 several at once on one GPU (as ablate.py's workers share it).
 
-Run: python bench/train_speed.py [--configs target:cpu,proxy:cpu,target:gpu,proxy:gpu] [--compile] [--processes 4,8]
+Run: python bench/train_speed.py [--configs target:paper,proxy:paper] [--compile] [--processes 4,8]
                                 [--size 32 --steps 100 --warmup 20 --batch-size B --device auto --json speed.json]
                                 [--budget SECONDS]
 Each figure times --steps steps of proxy.train (random batches, bf16 autocast on CUDA, AdamW, gradient clipping, the
@@ -88,10 +88,10 @@ def measure(config, a, compiled=False, barrier=None):
     images = torch.randint(0, 256, (4096, 3, a.size, a.size), dtype=torch.uint8)
     tokens = torch.randint(3, VOCAB, (4096, TOKENS))
     with tempfile.TemporaryDirectory() as tmp:
-        proxy.train(model, images, tokens, os.path.join(tmp, "state.pt"), ["<pad>"] * VOCAB,
-                    a.warmup + a.steps + every, batch, c["lr"], 0, device, ckpt_every=a.warmup + a.steps + every,
-                    warmup=c.get("warmup", 100), ema_decay=train_t2i.EMA_DECAY if kind == "target" else 0.0,
-                    desc=config, on_log=on_log, hook_every=every)
+        files = proxy.Run(os.path.join(tmp, "state.pt"), ["<pad>"] * VOCAB, ckpt_every=a.warmup + a.steps + every,
+                          desc=config, on_log=on_log, hook_every=every)
+        proxy.train(model, images, tokens, a.warmup + a.steps + every, batch, c["lr"], 0, device, files,
+                    warmup=c.get("warmup", 100), ema_decay=train_t2i.EMA_DECAY if kind == "target" else 0.0)
     start, end = marks[a.warmup], marks[a.warmup + a.steps]
     return dict(config=config, mode="compile" if compiled else "eager", params=sum(p.numel() for p in model.parameters()),
                 batch_size=batch, size=a.size, steps=a.steps, start=start, end=end,
@@ -140,8 +140,8 @@ def describe(r, name, peak, single=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="target:cpu,proxy:cpu,target:gpu,proxy:gpu",
-                   help="model:preset pairs, proxy:quick|cpu|gpu or target:cpu|gpu, in the order measured")
+    p.add_argument("--configs", default="target:paper,proxy:paper",
+                   help="model:preset pairs, proxy:tiny|quick|paper or target:tiny|quick|paper, in the order measured")
     p.add_argument("--compile", action="store_true", help="also time each config under torch.compile (CUDA only)")
     p.add_argument("--processes", default="", help="e.g. 4,8: also time the first config in N processes at once")
     p.add_argument("--size", type=int, default=32, choices=data.SIZES, help="image side")

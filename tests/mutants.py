@@ -118,6 +118,12 @@ MUTANTS = [
            "v = velocity(guide, x, t).float().lerp(v.float(), guidance)",
            "v = v.float().lerp(velocity(guide, x, t).float(), guidance)",
            "test_online.py::test_autoguidance_is_the_guides_prediction_extrapolated_towards_the_main_models"),
+    mutant("no_caption_drop", "training never replaces a caption by the null caption (no CFG to sample with)",
+           "proxy.py", "drop = torch.rand(n, generator=gen) < CFG_DROP", "drop = torch.rand(n, generator=gen) < 0.0",
+           "test_proxy.py::test_training_replaces_a_tenth_of_the_captions_by_the_null_caption"),
+    mutant("resume_fresh_ema", "--resume restarts the EMA from the resumed weights", "proxy.py",
+           "self.ema[k].copy_(v)", "self.ema[k].copy_(self.model.state_dict()[k])",
+           "test_proxy.py::test_resumed_training_ends_with_the_uninterrupted_runs_weights"),
     # --- online selection ---------------------------------------------------------------------------------------
     mutant("learnability_sign", "learnability = reference loss - learner loss", "train_t2i.py",
            "return learner_loss - reference_loss, learner_loss", "return reference_loss - learner_loss, learner_loss",

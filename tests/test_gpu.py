@@ -42,8 +42,8 @@ def test_training_on_cuda_runs_the_model_in_bf16_and_keeps_the_loss_in_float32(t
     model = tiny_proxy(len(d["vocab"]), nudge=0.05).cuda()  # nudged: the zero-initialised output says something
     dtypes = []
     model.blocks[0].mlp.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
-    proxy.train(model, d["images"][:64], d["tokens"][:64], str(tmp_path / "state.pt"), d["vocab"], 2, 8, 1e-3, 0,
-                torch.device("cuda"))
+    proxy.train(model, d["images"][:64], d["tokens"][:64], 2, 8, 1e-3, 0, torch.device("cuda"),
+                proxy.Run(str(tmp_path / "state.pt"), d["vocab"]))
     assert dtypes and set(dtypes) == {torch.bfloat16}  # proxy.train's autocast is on
     x0, tok = data.to_float(d["images"][:16]).cuda(), d["tokens"][:16].cuda()
     t, noise = torch.rand(16).cuda(), torch.randn(16, 3, 16, 16).cuda()

@@ -110,12 +110,12 @@ def test_adaln_zero_model_predicts_zero_at_initialisation(batch):
     assert v.shape == (3, 3, 16, 16) and torch.count_nonzero(v) == 0
 
 
-def test_caption_dropout_uses_the_null_caption():
-    model = tiny_model()
-    seen = []
-    model.forward = lambda x, t, tokens: seen.append(tokens.clone()) or torch.zeros_like(x)
-    tok = torch.full((2000, 20), 5)
-    proxy.rf_loss(model, torch.zeros(2000, 3, 16, 16), tok, drop_prob=0.1, generator=torch.Generator().manual_seed(0))
+def test_training_replaces_a_tenth_of_the_captions_by_the_null_caption(tmp_path, monkeypatch):
+    seen, real = [], proxy.rf_loss  # the captions each training step's loss is computed with
+    monkeypatch.setattr(proxy, "rf_loss", lambda model, x0, tok, **kw: seen.append(tok) or real(model, x0, tok, **kw))
+    images, tok = torch.zeros(10, 3, 16, 16, dtype=torch.uint8), torch.full((10, 20), 5)
+    proxy.train(tiny_model(width=16, depth=1, heads=1), images, tok, 1, 2000, 1e-3, 0, torch.device("cpu"),
+                proxy.Run(str(tmp_path / "m.pt"), data.shapes_vocab()))
     dropped = (seen[0] == data.null_tokens(1, 20)).all(1)
     assert 0.08 < dropped.float().mean() < 0.12
     assert torch.all(seen[0][~dropped] == 5)
@@ -195,8 +195,8 @@ def test_the_selection_hook_decides_the_rows_trained_on_with_the_draws_they_were
         return real(model, x0, tokens, t=t, noise=noise, **kw)
 
     monkeypatch.setattr(proxy, "rf_loss", spy)
-    proxy.train(tiny_model(width=32, depth=1, heads=2), d["images"], d["tokens"], str(tmp_path / "m.pt"), d["vocab"],
-                steps=2, batch_size=4, lr=1e-3, seed=0, device=torch.device("cpu"), select=select)
+    proxy.train(tiny_model(width=32, depth=1, heads=2), d["images"], d["tokens"], steps=2, batch_size=4, lr=1e-3,
+                seed=0, device=torch.device("cpu"), run=proxy.Run(str(tmp_path / "m.pt"), d["vocab"]), select=select)
     assert len(trained) == len(select.seen) == 2
     for (images, tokens, t, noise), (x0, tok_kept, t_kept, noise_kept) in zip(select.seen, trained):
         assert torch.equal(x0, data.to_float(images[keep])) and torch.equal(tok_kept, tokens[keep])
@@ -206,8 +206,8 @@ def test_the_selection_hook_decides_the_rows_trained_on_with_the_draws_they_were
 def test_resumed_training_ends_with_the_uninterrupted_runs_weights(tiny_shapes, tmp_path):
     d = data.load_dataset(tiny_shapes)
     run = lambda path, steps, resume: proxy.train(
-        tiny_model(), d["images"], d["tokens"], str(path), d["vocab"], steps=steps, batch_size=8, lr=1e-3, seed=0,
-        device=torch.device("cpu"), resume=resume, ckpt_every=3, warmup=2, ema_decay=0.9)
+        tiny_model(), d["images"], d["tokens"], steps=steps, batch_size=8, lr=1e-3, seed=0, device=torch.device("cpu"),
+        run=proxy.Run(str(path), d["vocab"], resume=resume, ckpt_every=3), warmup=2, ema_decay=0.9)
     whole = run(tmp_path / "whole.pt", 6, False)
     run(tmp_path / "part.pt", 3, False)  # "killed" after its step-3 checkpoint
     resumed = run(tmp_path / "part.pt", 6, True)
