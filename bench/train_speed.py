@@ -2,7 +2,7 @@
 (proxy.train): images/s, and the achieved TFLOP/s beside the GPU's bf16 peak; eager and --compile; one process or
 several at once on one GPU (as ablate.py's workers share it).
 
-Run: python bench/train_speed.py [--configs target:cpu,proxy:cpu,target:gpu,proxy:gpu] [--compile] [--processes 4,8]
+Run: python bench/train_speed.py [--configs target:paper,proxy:cpu,proxy:gpu] [--compile] [--processes 4,8]
                                 [--size 32 --steps 100 --warmup 20 --batch-size B --device auto --json speed.json]
                                 [--budget SECONDS]
 Each figure times --steps steps of proxy.train (random batches, bf16 autocast on CUDA, AdamW, gradient clipping, the
@@ -140,8 +140,8 @@ def describe(r, name, peak, single=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="target:cpu,proxy:cpu,target:gpu,proxy:gpu",
-                   help="model:preset pairs, proxy:quick|cpu|gpu or target:cpu|gpu, in the order measured")
+    p.add_argument("--configs", default="target:paper,proxy:cpu,proxy:gpu",
+                   help="model:preset pairs, proxy:quick|cpu|gpu or target:tiny|quick|paper, in the order measured")
     p.add_argument("--compile", action="store_true", help="also time each config under torch.compile (CUDA only)")
     p.add_argument("--processes", default="", help="e.g. 4,8: also time the first config in N processes at once")
     p.add_argument("--size", type=int, default=32, choices=data.SIZES, help="image side")

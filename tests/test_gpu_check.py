@@ -81,7 +81,7 @@ def test_the_peak_table_matches_whole_names_and_knows_what_it_does_not_know():
 
 
 def test_tflops_and_share_of_peak_are_flops_per_step_times_steps_per_second():
-    r = dict(config="target:cpu", params=4e6, size=32, batch_size=64, mode="eager", images_per_s=6400.0,
+    r = dict(config="target:paper", params=4e6, size=32, batch_size=64, mode="eager", images_per_s=6400.0,
              flops_per_step=1e12)  # 100 steps/s of 1 TFLOP
     line = train_speed.describe(r, "NVIDIA H200", 989)
     assert "6400 images/s (100.0 steps/s); 100.00 TFLOP/s = 10.11% of the 989 TFLOP/s bf16 peak" in line
@@ -105,10 +105,10 @@ def test_train_speed_refuses_an_unknown_config_in_one_line(capsys):
 
 
 def test_train_speed_starts_nothing_past_its_budget_and_says_what_it_left(capsys):
-    train_speed.main(["--configs", "proxy:quick,target:cpu", "--processes", "2", "--device", "cpu", "--budget", "-1",
+    train_speed.main(["--configs", "proxy:quick,target:paper", "--processes", "2", "--device", "cpu", "--budget", "-1",
                       "--batch-size", "1", "--steps", "1", "--warmup", "1"])  # tiny, should the budget not hold
     out = capsys.readouterr().out
-    assert "not measured: proxy:quick eager, target:cpu eager, proxy:quick eager x2" in out and "speed:" not in out
+    assert "not measured: proxy:quick eager, target:paper eager, proxy:quick eager x2" in out and "speed:" not in out
 
 
 def test_one_failed_measurement_is_reported_and_the_others_still_run(monkeypatch, capsys):
@@ -119,7 +119,7 @@ def test_one_failed_measurement_is_reported_and_the_others_still_run(monkeypatch
                     flops_per_step=1e9)
     monkeypatch.setattr(train_speed, "measure", measure)
     with pytest.raises(SystemExit) as e:
-        train_speed.main(["--configs", "proxy:quick,target:cpu", "--device", "cpu"])
+        train_speed.main(["--configs", "proxy:quick,target:paper", "--device", "cpu"])
     out = capsys.readouterr().out
     assert e.value.code == 1 and "failed: proxy:quick eager: RuntimeError: no compiler\n" in out
-    assert "speed: target cpu-preset 4.00M params, 32x32, batch 64, eager: 640 images/s" in out
+    assert "speed: target paper-preset 4.00M params, 32x32, batch 64, eager: 640 images/s" in out
