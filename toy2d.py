@@ -3,15 +3,15 @@
 Reads:   nothing (every point comes from an exact Gaussian mixture)
 Writes:  OUT/toy_results.json (config; per seed: accounting, learning curves, metrics), OUT/toy_results.md (mean +-
          std over seeds, at equal samples and at equal compute), OUT/toy_samples.png (seed 0's samples over the outline)
-Run:     python toy2d.py --out runs/toy [--preset cpu --online none,jest,early_ajest --guidance 2 --seeds 3]
+Run:     python toy2d.py --out runs/toy [--preset quick --online none,jest,early_ajest --guidance 2 --seeds 3]
 Implements the 2-D task of "Autoguided Online Data Curation for Diffusion Model Training" (arXiv 2509.15267) on the
-"tree" of EDM2's toy_example.py (autoguidance, Karras et al., arXiv 2406.02507); facts in ../shared/ONLINE.md.
+"tree" of EDM2's toy_example.py (autoguidance, Karras et al., arXiv 2406.02507); background: docs/METHOD.md, section 4.
 About 3 minutes on one CPU thread with the default preset: 3 seeds of 4096 steps (EDM2's count) at batch 512.
 
   tree      127 branches x 8 elongated Gaussians; noised by rectified flow it stays a mixture: all is exact.
   data      clean points from tree A, and bad ones: half from tree B (grown the opposite way), half uniform.
   models    MLP velocity predictors (as proxy.py); a smaller one with 1/8 the steps is the JEST reference and guide.
-  online    L_i = loss_i(learner) - loss_i(reference) on the same (t, eps); JEST's chunked sampling; AJEST's switch.
+  online    train_t2i.py's: L_i = loss_i(learner) - loss_i(reference) on the same (t, eps); JEST; AJEST's switch.
   compare   over seeds; at equal samples and at equal compute (FLOPs with scoring, the stand-in for equal time).
   sampling  Euler from t = 1 to 0 with autoguidance v_w = w v_main + (1 - w) v_guide; exact metrics of the samples.
 """
@@ -28,17 +28,18 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 import data
+import train_t2i  # online selection: learnability, jest_select, AjestSwitch
 
 # ----------------------------------------------------------------------------------------------------------------
-# Presets: "cpu" (default) is EDM2's toy schedule at 1/8 of its batch, "gpu" is EDM2's schedule, "tiny" is for tests.
+# Presets: "quick" (default) is EDM2's toy schedule at 1/8 of its batch, "paper" EDM2's schedule, "tiny" for tests.
 PRESETS = {
     "tiny": dict(steps=60, ref_steps=20, batch_size=64, width=16, ref_width=8, n_data=2048, n_eval=256, sample_steps=8),
-    "cpu": dict(steps=4096, ref_steps=512, batch_size=512, width=64, ref_width=32, n_data=65536, n_eval=4096, sample_steps=32),
-    "gpu": dict(steps=4096, ref_steps=512, batch_size=4096, width=64, ref_width=32, n_data=1 << 20, n_eval=16384, sample_steps=64),
+    "quick": dict(steps=4096, ref_steps=512, batch_size=512, width=64, ref_width=32, n_data=65536, n_eval=4096, sample_steps=32),
+    "paper": dict(steps=4096, ref_steps=512, batch_size=4096, width=64, ref_width=32, n_data=1 << 20, n_eval=16384, sample_steps=64),
 }
-ONLINE = ["none", "jest", "early_ajest", "late_ajest", "hard_learner", "easy_reference"]
+ONLINE = train_t2i.ONLINE
 ORIGIN, SCALE = np.array([0.0030, 0.0325]), np.array([1.3136, 1.3844])  # EDM2's placement of the tree
-OUTLINE_LOGP = -2.12  # the tree's outline: log p(x) >= -2.12 (ONLINE.md), where ~99% of exact samples lie
+OUTLINE_LOGP = -2.12  # the tree's outline, the paper's toy metric: log p(x) >= -2.12, where ~99% of exact samples lie
 GRID = 64  # coverage grid: GRID x GRID cells over tree A's bounding box
 
 
@@ -164,81 +165,41 @@ def rf_loss(model, x0, t, noise):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Online selection (learnability scores, chunked sampling, the AJEST switch) and training with it
-
-@torch.no_grad()
-def learnability(learner, reference, x0, t, noise, rule="jest"):
-    """Both losses on the SAME t and eps (the public code draws them apart, ONLINE.md); returns the score [N] and
-    the two losses [N] (for the AJEST switch). Score: L_i = loss_i(learner) - loss_i(reference) (JEST, RHO-LOSS;
-    AJEST too), or the learner's loss alone ("hard_learner"), or minus the reference's ("easy_reference")."""
-    l_learn, l_ref = rf_loss(learner, x0, t, noise), rf_loss(reference, x0, t, noise)
-    return {"hard_learner": l_learn, "easy_reference": -l_ref}.get(rule, l_learn - l_ref), l_learn, l_ref
-
-
-def select_chunks(score, b, temperature, chunks, gen):
-    """JEST's sampler: b distinct indices in `chunks` chunks, each drawn without replacement from softmax(score /
-    temperature) over the points not yet taken, as a Gumbel top-k. A diffusion loss is per point, so nothing couples
-    the chunks: the result is one Plackett-Luce draw of b; chunks only matter for joint (contrastive) scores."""
-    taken, picked = torch.zeros(len(score), dtype=torch.bool), []
-    logits = score.cpu().double() / temperature
-    for k in np.diff(np.linspace(0, b, chunks + 1).round().astype(int)):
-        u = torch.rand(len(score), generator=gen, dtype=torch.float64).clamp_min(1e-300)
-        key = (logits - (-u.log()).log()).masked_fill(taken, -math.inf)  # logits + Gumbel(0, 1)
-        idx = key.topk(int(k)).indices
-        taken[idx] = True
-        picked.append(idx)
-    return torch.cat(picked)
-
-
-class Switch:
-    """When to select. "none": never; "jest" and the other rules: always. "early_ajest": until the first super-batch
-    on which the learner's mean loss falls below the reference's, then off for good (no more scoring); "late_ajest":
-    on for good from there. `update(learner mean, reference mean)`, once a step: select? `crossed_at`: the step."""
-
-    def __init__(self, rule):
-        self.rule, self.step, self.crossed_at = rule, 0, None
-
-    @property
-    def needs_scores(self):
-        return self.rule != "none" and not (self.rule == "early_ajest" and self.crossed_at is not None)
-
-    def update(self, learner_mean, ref_mean):
-        if self.crossed_at is None and learner_mean < ref_mean:
-            self.crossed_at = self.step
-        self.step += 1
-        crossed = self.crossed_at is not None
-        return {"none": False, "early_ajest": not crossed, "late_ajest": crossed}.get(self.rule, True)
-
+# Training, with online selection (train_t2i.py's learnability, jest_select and AjestSwitch)
 
 def train(model, x, label, steps, batch_size, lr, seed, device, reference=None, rule="none", factor=5.0,
           chunks=16, temperature=1.0, val=None, desc="train"):
     """Adam (0.9, 0.99), lr / sqrt(max(step / 512, 1)) (EDM2's toy); each step keeps batch_size points, uniform or
-    chosen by select_chunks from a uniform super-batch of batch_size * factor. Returns the accounting (FLOPs = 2 x
-    params per point forward, 3x that with the backward; seconds; a learning curve on clean held-out draws) and, for
+    chosen by train_t2i.jest_select from a uniform super-batch of batch_size * factor. Returns the accounting (FLOPs =
+    2 x params per point forward, 3x that with the backward; seconds; a learning curve on clean held-out draws) and, for
     a selecting rule, (a copy of the model, its accounting) after its last step within the uniform run's FLOPs: the
     lr depends on the step alone and all draws come from one stream, so that is the run trained for so many steps."""
     gen, x = torch.Generator().manual_seed(seed), x.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
-    switch, big = Switch(rule), max(batch_size, round(batch_size * factor))
+    switch, big = train_t2i.AjestSwitch(rule), max(batch_size, round(batch_size * factor))
     n_par, n_ref = (sum(p.numel() for p in m.parameters()) if m is not None else 0 for m in (model, reference))
     cost = (6 * batch_size * n_par, 6 * batch_size * n_par + 2 * big * (n_par + n_ref))  # a step's FLOPs [scoring]
     log, equal = dict(steps=0, kept=0, kept_bad=0, flops=0, seconds=0.0, scoring_steps=0, scoring_seconds=0.0,
                       selecting_steps=0, score_std=0.0, switch_step=None, step_flops=cost, curve=[]), None
     for step in tqdm(range(steps), desc=desc, dynamic_ncols=True, leave=False):
-        scoring = switch.needs_scores
+        scoring = switch.scoring
         if rule != "none" and equal is None and log["flops"] + cost[scoring] > steps * cost[0]:
             equal = copy.deepcopy(model), copy.deepcopy(log)  # the equal-compute run ends before this step
         tick = time.perf_counter()
         m = big if scoring else batch_size  # a super-batch, or just a uniform batch
         idx, t, noise = torch.randint(len(x), (m,), generator=gen), sample_t(m, gen), torch.randn(m, 2, generator=gen)
-        if scoring:
-            s, l_learn, l_ref = learnability(model, reference, x[idx], t.to(device), noise.to(device), rule)
+        if scoring:  # both losses on the same draws, for every rule: the switch step is reported for all of them
+            x0, t0, eps = x[idx], t.to(device), noise.to(device)
+            point_loss = lambda net: rf_loss(net, x0, t0, eps)  # noqa: E731 (per point, on this super-batch's draws)
+            s, l_learn, l_ref = train_t2i.learnability(point_loss, model, reference, rule, both=True)
+            means = l_learn.mean().item(), l_ref.mean().item()
+            if log["switch_step"] is None and means[0] < means[1]:
+                log["switch_step"] = step  # the first super-batch on which the learner beats the reference
             keep = torch.arange(batch_size)  # a uniform draw already: its first batch_size points are a uniform batch
-            if switch.update(l_learn.mean().item(), l_ref.mean().item()):
-                keep = select_chunks(s, batch_size, temperature, chunks, gen)
+            if switch.update(step, *means):
+                keep = train_t2i.jest_select(s.cpu(), batch_size, chunks, temperature, gen)
                 log["selecting_steps"] += 1
                 log["score_std"] += (s.std().item() - log["score_std"]) / log["selecting_steps"]  # running mean
-            log["switch_step"] = switch.crossed_at
             idx, t, noise = idx[keep], t[keep], noise[keep]
         loss = rf_loss(model, x[idx], t.to(device), noise.to(device)).mean()
         opt.param_groups[0]["lr"] = lr / math.sqrt(max(step / 512, 1))
@@ -256,7 +217,7 @@ def train(model, x, label, steps, batch_size, lr, seed, device, reference=None, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sampling with autoguidance, exact metrics and the picture
+# Sampling with autoguidance and exact metrics
 
 def autoguided(main, guide=None, w=1.0):
     """v_w(x, t) = w v_main + (1 - w) v_guide (autoguidance, Karras et al. 2024, written there for the denoiser
@@ -301,6 +262,9 @@ def grid_counts(tree, x):
     return torch.bincount(ij[ok, 0] * GRID + ij[ok, 1], minlength=GRID * GRID)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: the picture, one seed's runs, the tables over seeds, the command line
+
 def picture(tree, panels, path, cols, size=220):
     """One PNG: each panel the tree's outline (light green, log p >= OUTLINE_LOGP on a size x size pixel grid of
     tree A's box), its points as dark dots (bad training points red) and a title above."""
@@ -321,9 +285,6 @@ def picture(tree, panels, path, cols, size=220):
         pen.text((ox + 2, oy + 3), title, fill="black")
     data.atomic_save(canvas, path)
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# One seed's runs; the tables over seeds
 
 def run_seed(a, cfg, rules, tree_a, x, label, val, target_mass, seed, device):
     """The reference/guide, then per rule a main model (all from one init and batch seed) and its equal-compute copy,
@@ -400,7 +361,7 @@ def tables(results):
 def main(argv=None):
     p = argparse.ArgumentParser(description="2-D tree lab: online selection and autoguidance with exact metrics.")
     p.add_argument("--out", required=True, help="output folder; writes toy_results.json, .md and toy_samples.png")
-    p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="sizes and schedule (tiny | cpu | gpu)")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick", help="sizes and schedule (tiny | quick | paper)")
     p.add_argument("--online", default="none,jest,early_ajest", help=f"comma-separated rules to compare, of {ONLINE}")
     for key, what in [("steps", "optimizer steps of each main model"), ("ref_steps", "steps of the reference/guide"),
                       ("batch_size", "points kept per step, B"), ("width", "hidden width of the main model"),

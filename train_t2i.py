@@ -23,12 +23,13 @@ Runs are compared at an equal number of steps (the paper's setting, equal comput
 often as the full set within the same --steps. The EMA snapshots are what evaluate.py / ablate.py turn into an
 FID-versus-step curve; this file never imports them (the pipeline's data walks one way).
 
-Online selection (--online; ../shared/ONLINE.md: JEST, Evans et al. 2024; RHO-LOSS, Mindermann et al. 2022; AJEST,
-Pais et al. 2025): each step draws a super-batch of --super-batch-factor x --batch-size rows with their t, noise and
-caption drop, scores every row without gradients, keeps --batch-size rows and trains on them with the very draws
-they were scored on. Learnability = loss(learner) - loss(reference) on the SAME (t, noise); the learner is the model
-being trained, the reference a frozen smaller and/or earlier model (the autoguidance guide). Such runs are compared
-at equal kept samples (log.csv `samples`) and at equal wall-clock time (`seconds`, scoring included).
+Online selection (--online; docs/METHOD.md section 4: JEST, Evans et al. 2024; RHO-LOSS, Mindermann et al. 2022;
+AJEST, Pais et al. 2025): each step draws a super-batch of --super-batch-factor x --batch-size rows with their t,
+noise and caption drop, scores every row without gradients, keeps --batch-size rows and trains on them with the very
+draws they were scored on. Learnability = loss(learner) - loss(reference) on the SAME (t, noise); the learner is the
+model being trained, the reference a frozen smaller and/or earlier model (the autoguidance guide). Such runs are
+compared at equal kept samples (log.csv `samples`) and at equal wall-clock time (`seconds`, scoring included). The
+three pieces (learnability, JEST's chunked sampling, the AJEST switch) are written here only; toy2d.py uses them too.
 """
 import argparse
 import copy
@@ -45,34 +46,30 @@ import data
 import proxy
 
 # ----------------------------------------------------------------------------------------------------------------
-# Presets: each is larger than proxy.PRESETS' preset of the same name (the target outgrows its proxy, as in the
-# paper). The cpu preset keeps 64 image tokens (patch 2 at 16x16, patch 4 at 32x32); README gives its speed.
-PRESETS = {
-    "tiny": dict(width=16, depth=1, heads=1, text_depth=1, patch=2, steps=40, batch_size=16, lr=5e-3, warmup=10),
-    # ablate.py quick (16x16 one-object scenes): as large as its proxy; 1000 steps of 64, ~1 min on one core
-    "quick": dict(width=64, depth=2, heads=1, text_depth=1, patch=2, steps=1000, batch_size=64, lr=5e-3, warmup=50),
-    "cpu": dict(width=160, depth=6, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3, warmup=100),
-    "gpu": dict(width=384, depth=12, heads=6, text_depth=2, steps=30000, batch_size=256, lr=3e-4, warmup=1000),
-}
-EMA_DECAY = 0.999  # proxy.train warms the decay up as min(0.999, (1 + step) / (10 + step))
+# Online batch selection (docs/METHOD.md section 4): learnability, JEST's chunked sampling, the AJEST switch (also
+# toy2d.py's), and OnlineSelection, the hook through which proxy.train trains on the rows it keeps
+
 ONLINE = ["none", "jest", "early_ajest", "late_ajest", "hard_learner", "easy_reference"]  # all but two need a reference
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Online batch selection: scores, JEST's chunked sampling, the AJEST switch, and the hook proxy.train calls
-
 @torch.no_grad()
-def online_scores(learner, reference, x0, tokens, t, noise, mode):
-    """Per-row scores of a super-batch [n] and the per-row losses of learner and reference ([n], or None where the
-    mode needs no such forward). Both models see the SAME t and noise, so two equal models score exactly 0."""
-    loss = lambda model: proxy.rf_loss(model, x0, tokens, t=t, noise=noise)  # (n,)
-    learner_loss = loss(learner) if mode != "easy_reference" else None
-    reference_loss = loss(reference) if mode != "hard_learner" else None
-    if mode == "hard_learner":  # the learner's loss alone: hard examples
-        return learner_loss, learner_loss, None
-    if mode == "easy_reference":  # minus the reference's loss alone: examples a good model finds easy
-        return -reference_loss, None, reference_loss
-    return learner_loss - reference_loss, learner_loss, reference_loss  # learnability: high = not learned yet, learnable
+def learnability(loss, learner, reference, mode="jest", both=False):
+    """Per-row scores of a super-batch [n]. loss(model) -> the model's per-row losses [n] on draws the caller fixed:
+    both models see the SAME t and noise, so two equal models score exactly 0 (the paper's public code draws them
+    apart for images, which buries the score in noise).
+        jest, early_ajest, late_ajest:  L_i = loss_i(learner) - loss_i(reference)  (RHO-LOSS; high = not learned
+                                        yet, yet learnable)
+        hard_learner:                   loss_i(learner)       (hard examples; no reference needed)
+        easy_reference:                 -loss_i(reference)    (examples a good model finds easy)
+    Returns (score, learner loss, reference loss); a loss the mode does not use is None, never computed, unless
+    `both` (toy2d.py records for every mode when the learner first beats the reference)."""
+    learner_loss = loss(learner) if both or mode != "easy_reference" else None
+    reference_loss = loss(reference) if both or mode != "hard_learner" else None
+    if mode == "hard_learner":
+        return learner_loss, learner_loss, reference_loss
+    if mode == "easy_reference":
+        return -reference_loss, learner_loss, reference_loss
+    return learner_loss - reference_loss, learner_loss, reference_loss
 
 
 def jest_select(score, keep, chunks=16, temperature=0.1, generator=None):
@@ -80,8 +77,8 @@ def jest_select(score, keep, chunks=16, temperature=0.1, generator=None):
     softmax(score / temperature) over the rows not yet chosen (JEST). Each chunk is a Gumbel-top-k (Kool et al.
     2019): the top k of score / temperature + Gumbel noise is an exact sample of k rows without replacement, and a
     tiny temperature turns it into the deterministic top-`keep` (temperature 0: RHO-LOSS's top-k). For a per-example
-    loss the chunks change nothing in distribution; JEST needs them where a row's score depends on the rows chosen.
-    score float [n] on the CPU -> int64 [keep]."""
+    loss the chunks change nothing in distribution (the whole is one Plackett-Luce draw of `keep`); JEST needs them
+    where a row's score depends on the rows chosen. score float [n] on the CPU -> int64 [keep]."""
     n = len(score)
     z = score.double() / temperature if temperature > 0 else score.double()
     chosen, picks = torch.zeros(n, dtype=torch.bool), []
@@ -95,9 +92,9 @@ def jest_select(score, keep, chunks=16, temperature=0.1, generator=None):
 
 
 class AjestSwitch:
-    """Whether selection is on. jest, hard_learner, easy_reference: always. early_ajest: from step 0 until the first
-    super-batch on which the learner's mean loss falls below the reference's, then off for good; late_ajest: off
-    until that super-batch, then on for good (ONLINE.md). The super-batch that crosses is already on the new side."""
+    """Whether selection is on. none: never; jest, hard_learner, easy_reference: always. early_ajest: from step 0
+    until the first super-batch on which the learner's mean loss falls below the reference's, then off for good;
+    late_ajest: off until that super-batch, then on for good. The super-batch that crosses is already on the new side."""
 
     def __init__(self, mode):
         self.mode, self.crossed_at = mode, None  # crossed_at: the step at which the learner first beat the reference
@@ -110,7 +107,11 @@ class AjestSwitch:
     def on(self):
         if self.mode == "early_ajest":
             return self.crossed_at is None
-        return self.crossed_at is not None if self.mode == "late_ajest" else True
+        return self.crossed_at is not None if self.mode == "late_ajest" else self.mode != "none"
+
+    @property
+    def scoring(self):  # rows are scored while selecting, and by AJEST until its switch (early AJEST: never after)
+        return self.on or self.watching
 
     def update(self, step, learner_mean, reference_mean):
         if self.watching and learner_mean < reference_mean:
@@ -131,14 +132,15 @@ class OnlineSelection:
 
     @property
     def size(self):  # rows to draw: the super-batch while it is scored; early AJEST after its switch, the batch alone
-        return self.super_size if self.switch.on or self.switch.watching else self.batch_size
+        return self.super_size if self.switch.scoring else self.batch_size
 
     def __call__(self, step, model, images, tokens, t, noise, gen):
-        if not (self.switch.on or self.switch.watching):
+        if not self.switch.scoring:
             return torch.arange(self.batch_size)  # a plain uniform batch, no scoring
         tic, dev = time.time(), next(model.parameters()).device
-        score, learner, reference = online_scores(model, self.reference, data.to_float(images).to(dev),
-                                                  tokens.to(dev), t.to(dev), noise.to(dev), self.mode)
+        x0, tokens, t, noise = data.to_float(images).to(dev), tokens.to(dev), t.to(dev), noise.to(dev)
+        score, learner, reference = learnability(lambda m: proxy.rf_loss(m, x0, tokens, t=t, noise=noise),
+                                                 model, self.reference, self.mode)
         self.last = {"learner_loss": learner.mean().item() if learner is not None else "",
                      "reference_loss": reference.mean().item() if reference is not None else "",
                      "score_std": score.float().std().item()}
@@ -207,6 +209,21 @@ class Curriculum:
         return torch.multinomial(p, n, replacement=True, generator=gen)  # (n,) row indices
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Plumbing: the presets, --curriculum's file, the command line, the run (checkpoints, snapshots, grids)
+
+# Presets, one vocabulary with proxy.py and toy2d.py: tiny (tests, one-minute trials), quick (ablate.py's CPU grid),
+# paper (the GPU grid). Each is larger than proxy.PRESETS' preset of the same name (the target outgrows its proxy, as
+# in the paper). The paper preset keeps 64 image tokens (patch 2 at 16x16, patch 4 at 32x32); README gives its speed.
+PRESETS = {
+    "tiny": dict(width=16, depth=1, heads=1, text_depth=1, patch=2, steps=40, batch_size=16, lr=5e-3, warmup=10),
+    # ablate.py quick (16x16 one-object scenes): as large as its proxy; 1000 steps of 64, ~1 min on one core
+    "quick": dict(width=64, depth=2, heads=1, text_depth=1, patch=2, steps=1000, batch_size=64, lr=5e-3, warmup=50),
+    "paper": dict(width=160, depth=6, heads=4, text_depth=2, steps=3000, batch_size=64, lr=1e-3, warmup=100),
+}
+EMA_DECAY = 0.999  # proxy.train warms the decay up as min(0.999, (1 + step) / (10 + step))
+
+
 def load_curriculum(path, n, rows, steps):
     """--curriculum SCORES.npy: one finite score for each of the n training rows (rater.py's scores.npy); the bins
     are cut over the rows trained on (`rows`, e.g. a --subset)."""
@@ -222,9 +239,7 @@ def load_curriculum(path, n, rows, steps):
     return Curriculum(scores[rows.numpy()], steps)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Train the target text-to-image DiT on a subset (--subset) or on the whole training set. Runs "
                     "are compared at an equal number of --steps (equal compute): a smaller subset is simply seen "
@@ -236,8 +251,9 @@ def main(argv=None):
                                     "default: all rows")
     p.add_argument("--out", required=True, help="run folder; writes model.pt (EMA weights), train_state.pt, log.csv, "
                                                 "samples*.png, snapshots/")
-    p.add_argument("--preset", choices=list(PRESETS), default="cpu",
-                   help="model and schedule size: cpu (width 160, depth 6) | gpu (width 384, depth 12)")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper",
+                   help="model and schedule size: tiny (tests) | quick (width 64, depth 2; the CPU grid) | paper "
+                        "(width 160, depth 6)")
     p.add_argument("--steps", type=int, help="training steps, the same for every subset compared (default: preset)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over torchrun processes (default: preset)")
     p.add_argument("--lr", type=data.finite, help="AdamW learning rate after the linear warm-up (default: preset)")
@@ -268,7 +284,7 @@ def main(argv=None):
                    help="draw each batch by the rank-bin curriculum of Alchemist's released code: 10 bins of the "
                         "ranking, the emphasis sliding from the top-rated bins to the lowest over training (see "
                         "Curriculum); SCORES.npy holds one score per training row (rater.py); works with --subset")
-    o = p.add_argument_group("online batch selection (JEST / AJEST; ../shared/ONLINE.md)")
+    o = p.add_argument_group("online batch selection (JEST / AJEST; docs/METHOD.md section 4)")
     o.add_argument("--online", choices=ONLINE, default="none",
                    help="none: uniform batches. jest: keep rows by learnability = loss(learner) - loss(reference) on "
                         "the same (t, noise). early_ajest: jest from step 0 until the learner's mean loss on a "
@@ -288,8 +304,11 @@ def main(argv=None):
                    help="rows are sampled from softmax(score / temperature); compare it with log.csv's score_std: "
                         "much larger is nearly uniform, 0 = the deterministic top rows (RHO-LOSS)")
     p.error = data.arg_error
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None):
+    a = parse_args(argv)
     # torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; only rank 0 prints and writes files.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     stop = data.fail if rank == 0 else (lambda msg: sys.exit(2))  # bad input: one line (from rank 0), exit 2

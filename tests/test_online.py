@@ -59,7 +59,7 @@ def test_autoguidance_with_the_main_model_as_its_own_guide_changes_nothing_for_a
 
 
 def test_autoguidance_is_the_guides_prediction_extrapolated_towards_the_main_models(shapes):
-    """Hand-rolled Euler with v = v_guide + w (v_main - v_guide), CFG off: ONLINE.md's D_w = w D1 + (1 - w) D0."""
+    """Hand-rolled Euler with v = v_guide + w (v_main - v_guide), CFG off: docs/METHOD.md's D_w = w D1 + (1 - w) D0."""
     main, guide, tok, w = tiny_model(0), tiny_model(1, width=16, depth=2), shapes["tokens"][:3], 2.5
     x = torch.randn((3, 3, 16, 16), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -83,31 +83,40 @@ def super_batch(shapes, n=12, seed=0):
 
 def test_learnability_of_two_identical_models_is_exactly_zero_because_both_see_the_same_draws(shapes):
     x0, tok, t, noise = super_batch(shapes)
+    loss = lambda model: proxy.rf_loss(model, x0, tok, t=t, noise=noise)  # noqa: E731 (the draws fixed here)
     learner = tiny_model(0)
-    score, l_learn, l_ref = train_t2i.online_scores(learner, copy.deepcopy(learner), x0, tok, t, noise, "jest")
+    score, l_learn, l_ref = train_t2i.learnability(loss, learner, copy.deepcopy(learner), "jest")
     assert score.shape == (12,) and torch.count_nonzero(score) == 0 and torch.equal(l_learn, l_ref)
     # with another reference: exactly the difference of the two losses on those draws
     ref = tiny_model(1, width=16)
-    score, l_learn, l_ref = train_t2i.online_scores(learner, ref, x0, tok, t, noise, "jest")
+    score, l_learn, l_ref = train_t2i.learnability(loss, learner, ref, "jest")
     assert torch.equal(l_learn, proxy.rf_loss(learner, x0, tok, t=t, noise=noise))
     assert torch.equal(l_ref, proxy.rf_loss(ref, x0, tok, t=t, noise=noise))
     assert torch.equal(score, l_learn - l_ref) and torch.count_nonzero(score) == 12
-    hard, _, none = train_t2i.online_scores(learner, ref, x0, tok, t, noise, "hard_learner")
-    easy, none2, _ = train_t2i.online_scores(learner, ref, x0, tok, t, noise, "easy_reference")
+    hard, _, none = train_t2i.learnability(loss, learner, ref, "hard_learner")
+    easy, none2, _ = train_t2i.learnability(loss, learner, ref, "easy_reference")
     assert torch.equal(hard, l_learn) and torch.equal(easy, -l_ref) and none is None and none2 is None
+    # both=True (toy2d.py): the same score, and both losses whatever the mode
+    for mode, expected in [("hard_learner", hard), ("easy_reference", easy)]:
+        score, a, b = train_t2i.learnability(loss, learner, ref, mode, both=True)
+        assert torch.equal(score, expected) and torch.equal(a, l_learn) and torch.equal(b, l_ref)
 
 
 def test_early_ajest_switches_off_exactly_when_the_learner_first_beats_the_reference_and_never_back_on():
     # (learner mean, reference mean) per super-batch: the learner first falls below the reference at step 3
-    means = [(2.0, 1.0), (1.5, 1.0), (1.0, 1.0), (0.9, 1.0), (1.2, 1.0), (0.5, 1.0), (3.0, 1.0)]
-    early, late, jest = (train_t2i.AjestSwitch(m) for m in ["early_ajest", "late_ajest", "jest"])
-    seen = {"early": [], "late": [], "jest": []}
+    means = [(2.0, 1.0), (1.5, 1.0), (1.0, 1.0), (0.9, 1.0), (1.2, 1.0), (0.5, 1.0), (3.0, 1.0)]  # 1.0 < 1.0: no
+    switches = {m: train_t2i.AjestSwitch(m) for m in ["early_ajest", "late_ajest", "jest", "none"]}
+    seen, scoring = {m: [] for m in switches}, {m: [] for m in switches}
     for step, (ml, mr) in enumerate(means):
-        for name, switch in [("early", early), ("late", late), ("jest", jest)]:
+        for name, switch in switches.items():
+            scoring[name].append(switch.scoring)  # whether this step's super-batch is scored at all
             seen[name].append(switch.update(step, ml, mr))
-    assert seen["early"] == [True, True, True, False, False, False, False]
-    assert seen["late"] == [False, False, False, True, True, True, True]
-    assert seen["jest"] == [True] * 7 and jest.crossed_at is None
+    assert seen["early_ajest"] == [True, True, True, False, False, False, False]
+    assert scoring["early_ajest"] == [True, True, True, True, False, False, False]  # no scoring after the switch
+    assert seen["late_ajest"] == [False, False, False, True, True, True, True] and scoring["late_ajest"] == [True] * 7
+    assert seen["jest"] == scoring["jest"] == [True] * 7 and switches["jest"].crossed_at is None
+    assert seen["none"] == scoring["none"] == [False] * 7
+    early, late = switches["early_ajest"], switches["late_ajest"]
     assert early.crossed_at == late.crossed_at == 3 and not early.watching and not late.watching
 
 

@@ -1,5 +1,6 @@
-"""Tests for toy2d.py: the exact tree (density, samples, velocity), selection, the AJEST switch, autoguidance,
-equal compute, the CLI over seeds."""
+"""Tests for toy2d.py: the exact tree (density, samples, velocity), selection with train_t2i.py's functions on the
+toy's loss, a selecting training step by hand, autoguidance, equal compute, the CLI over seeds. (The AJEST switch,
+shared with train_t2i.py, is tested in test_online.py.)"""
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import toy2d  # noqa: E402
+import train_t2i  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,57 +88,53 @@ def test_autoguidance_with_w_1_is_the_main_model_and_with_guide_equal_main_is_ma
 def test_learnability_of_two_identical_models_is_exactly_zero_because_both_see_the_same_draws():
     a, b = models(0), models(0)
     x0, t, noise = torch.randn(100, 2), torch.rand(100), torch.randn(100, 2)
-    s, l_learn, l_ref = toy2d.learnability(a, b, x0, t, noise)
+    learnability = lambda learner, ref, mode="jest": train_t2i.learnability(  # noqa: E731 (as toy2d.train calls it)
+        lambda m: toy2d.rf_loss(m, x0, t, noise), learner, ref, mode, both=True)
+    s, l_learn, l_ref = learnability(a, b)
     assert torch.equal(s, torch.zeros(100)) and torch.equal(l_learn, l_ref)
     # two different models: the learner's loss minus the reference's, each on the same (t, eps)
     c = models(1)
-    score = toy2d.learnability(a, c, x0, t, noise)[0]
+    score = learnability(a, c)[0]
     with torch.no_grad():
         assert torch.equal(score, toy2d.rf_loss(a, x0, t, noise) - toy2d.rf_loss(c, x0, t, noise))
     assert score.abs().min() > 0
     # the variants: hard learner = learner loss, easy reference = minus reference loss
-    assert torch.equal(toy2d.learnability(a, models(1), x0, t, noise, "hard_learner")[0], l_learn)
-    assert torch.equal(toy2d.learnability(models(1), a, x0, t, noise, "easy_reference")[0], -l_ref)
+    assert torch.equal(learnability(a, models(1), "hard_learner")[0], l_learn)
+    assert torch.equal(learnability(models(1), a, "easy_reference")[0], -l_ref)
 
 
 def test_selection_picks_exactly_b_distinct_indices_and_is_deterministic_for_a_seed():
     score = torch.randn(640, generator=torch.Generator().manual_seed(0))
-    pick = lambda seed: toy2d.select_chunks(score, 128, 0.5, 16, torch.Generator().manual_seed(seed))
+    pick = lambda seed: train_t2i.jest_select(score, 128, 16, 0.5, torch.Generator().manual_seed(seed))
     a = pick(0)
     assert len(a) == 128 and len(set(a.tolist())) == 128 and 0 <= a.min() and a.max() < 640
     assert torch.equal(a, pick(0)) and not torch.equal(a, pick(1))
-    assert len(set(toy2d.select_chunks(score, 100, 1.0, 7, torch.Generator()).tolist())) == 100  # uneven chunks
+    assert len(set(train_t2i.jest_select(score, 100, 7, 1.0, torch.Generator()).tolist())) == 100  # uneven chunks
 
 
 def test_selection_prefers_high_scores_more_at_low_temperature():
     score = torch.linspace(-1, 1, 500)
-    mean_pick = lambda temp: score[toy2d.select_chunks(score, 100, temp, 16, torch.Generator().manual_seed(0))].mean()
+    pick = lambda temp: train_t2i.jest_select(score, 100, 16, temp, torch.Generator().manual_seed(0))
+    mean_pick = lambda temp: score[pick(temp)].mean()
     assert mean_pick(0.01) > 0.79 > mean_pick(0.3) > 0.2 > mean_pick(100.0).abs()  # greedy top 100: mean 0.8
 
 
-HAND_MADE = [(2.0, 1.0), (1.5, 1.0), (1.0, 1.0), (0.9, 1.0), (1.2, 1.0), (0.5, 1.0), (3.0, 1.0)]
-
-
-def test_early_ajest_switches_off_exactly_at_the_first_crossing_and_never_back_on():
-    sw = toy2d.Switch("early_ajest")
-    selected = []
-    for learner, ref in HAND_MADE:
-        assert sw.needs_scores  # it still scores until the crossing ...
-        selected.append(sw.update(learner, ref))
-        if sw.crossed_at is not None:
-            break
-    assert selected == [True, True, True, False] and sw.crossed_at == 3  # 1.0 < 1.0 is not a crossing
-    assert not sw.needs_scores  # ... and never again after it
-    assert not any(sw.update(learner, ref) for learner, ref in HAND_MADE)
-    assert sw.crossed_at == 3
-
-
-def test_late_ajest_switches_on_at_the_first_crossing_for_good_and_the_other_rules_are_constant():
-    sw = toy2d.Switch("late_ajest")
-    assert [sw.update(learner, ref) for learner, ref in HAND_MADE] == [False, False, False, True, True, True, True]
-    assert sw.crossed_at == 3 and sw.needs_scores
-    assert all(toy2d.Switch("jest").update(learner, ref) for learner, ref in HAND_MADE)
-    assert not toy2d.Switch("none").needs_scores
+def test_a_jest_step_trains_on_the_super_batch_points_of_highest_learnability_with_the_draws_they_were_scored_on(tree):
+    """One step of toy2d.train at a tiny temperature, redone by hand: the same stream's super-batch (points, t,
+    eps), learnability = learner loss - reference loss on those draws, the top 8 of 40, one Adam step on them."""
+    x, label = toy2d.make_data(tree, toy2d.build_tree("B"), 512, 0.2, torch.Generator().manual_seed(0))
+    reference, learner, by_hand = models(0, width=8), models(1), models(1)
+    toy2d.train(learner, x, label, 1, 8, 1e-2, 5, "cpu", reference, "jest", factor=5, temperature=1e-6)
+    gen = torch.Generator().manual_seed(5)  # toy2d.train's draws, in its order
+    idx, t, noise = torch.randint(len(x), (40,), generator=gen), toy2d.sample_t(40, gen), torch.randn(40, 2, generator=gen)
+    with torch.no_grad():
+        score = toy2d.rf_loss(by_hand, x[idx], t, noise) - toy2d.rf_loss(reference, x[idx], t, noise)
+    top = score.topk(8).indices
+    assert set(top.tolist()) != set(range(8))  # the selection matters here: not the super-batch's first rows
+    opt = torch.optim.Adam(by_hand.parameters(), lr=1e-2, betas=(0.9, 0.99))
+    toy2d.rf_loss(by_hand, x[idx[top]], t[top], noise[top]).mean().backward()
+    opt.step()
+    assert all(torch.allclose(p, q, rtol=0, atol=1e-7) for p, q in zip(learner.parameters(), by_hand.parameters()))
 
 
 def test_time_grid_runs_from_pure_noise_to_data_and_decreases():
