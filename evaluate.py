@@ -44,7 +44,9 @@ TASKS = ["object", "colour", "position", "count", "binding"]
 
 def frechet_distance(mu1, sigma1, mu2, sigma2):
     """FID = |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}) in float64, the trace of the root on the symmetric route of
-    METHOD.md section 4 (scipy's sqrtm is slow and returns spurious imaginary parts; eigvalsh(S1 @ S2) is wrong)."""
+    METHOD.md section 4 (scipy's sqrtm is slow and returns spurious imaginary parts; eigvalsh(S1 @ S2) is wrong):
+    R = S1^{1/2} from eigh(S1), Tr (S1 S2)^{1/2} = sum_i sqrt(lambda_i(R S2 R)), R S2 R being symmetric and similar
+    to S1 S2; eigenvalues below 0 (round-off) count as 0. Means [D], covariances [D, D] -> a float."""
     mu1, sigma1, mu2, sigma2 = (np.asarray(x, dtype=np.float64) for x in (mu1, sigma1, mu2, sigma2))
     lam, V = np.linalg.eigh(sigma1)                                   # S1 = V diag(lam) V^T
     R = (V * np.sqrt(np.clip(lam, 0, None))) @ V.T                    # R = S1^{1/2}
@@ -68,7 +70,10 @@ def fid(feats_a, feats_b):
 
 
 def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
-    """Unbiased MMD^2 with the kernel k(x,y) = (x.y/d + 1)^3 (Binkowski 2018): (mean, std) over random subsets."""
+    """Unbiased MMD^2 with the kernel k(x,y) = (x.y/d + 1)^3 (Binkowski 2018): (mean, std) over random subsets.
+    Each of n_subsets draws m = min(subset_size, len(a), len(b)) rows of each set without replacement (one
+    np.random.default_rng(seed) for all); MMD^2_u = sum_{i != j} [k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1))
+    - 2 mean_{i, j} k(x_i, y_j). feats [N, d] float -> (mean, std over the subsets), floats."""
     a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
     m, d = min(subset_size, len(a), len(b)), a.shape[1]
     rng = np.random.default_rng(seed)

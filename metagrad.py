@@ -104,7 +104,9 @@ def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_
 def exact_signal(primary, W, eta, loss_train=None, **b):
     """h_i = d L_val(theta'(W)) / d W_i [B], detached: what raising row i's weight does to the validation loss
     after the virtual step (about -eta grad L_val . grad L(x_i)). sum_i W_i(mu) h_i then has exactly the gradient
-    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below."""
+    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below.
+    b: the batch's x, tok, t, noise, x_val, tok_val, t_val, noise_val (draw_batch; its feats are ignored). The
+    primary's .grad and W's are left untouched: the gradient is taken with respect to a detached copy of W."""
     W = W.detach().requires_grad_(True)
     loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta, loss_train=loss_train)
     return torch.autograd.grad(loss, W)[0]
@@ -141,7 +143,10 @@ def draw_batch(gen, feats_all, train, val, batch_size, device):
 def rater_objective(s, z, group_logit, W, signal, logit_decay):
     """The rater's loss at step k, sum_i W_i (h_i / s_k - b_k) + logit_penalty, and sum_i w_inst_i h_i / s_k (the
     batch's weighted signal, which the caller folds into b_{k+1} once the step is known to be finite). Updates the
-    running scale s_k of h (the EMA of its batch std) in `s`; the first step sets s_k and b_k."""
+    running scale s_k of h (the EMA of its batch std) in `s`; the first step sets s_k and b_k.
+    In detail: s_k = SIGNAL_DECAY s_{k-1} + (1 - SIGNAL_DECAY) h.std() (s_1 = h.std()); h is divided by
+    max(s_k, 1e-12); w_inst = W / sum W, detached; on the first step (s["baseline"] None) b_1 = the batch signal.
+    Returns (a scalar tensor, a float)."""
     spread = signal.std().item()
     s["scale"] = spread if s["scale"] is None else SIGNAL_DECAY * s["scale"] + (1 - SIGNAL_DECAY) * spread
     signal = signal / max(s["scale"], 1e-12)
@@ -156,7 +161,13 @@ def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3, l
     `s` in place and returns the numbers the log needs. Raises FloatingPointError before any update on a non-finite
     loss. Every method computes a per-row signal h_i (lower = a row whose weight helps), then steps the rater on
     sum_i W_i (h_i / s_k - b_k) + the logit penalty, s_k a running scale of h (so that one --logit-decay fits every
-    method and data set) and b_k the baseline (alchemist_rater_loss)."""
+    method and data set) and b_k the baseline (alchemist_rater_loss).
+    In order: W (Eq. 7/8 from rater.logits and rater.instance_weights, W_batch = 1 without the group head); L(theta;
+    x_i) and L_val(theta) on b's draws; the signal h, detached, from the models as they are (alchemist: the gap to
+    L(theta_ref; x_i) on the same draws); rater_objective (called once); FloatingPointError if any loss is not
+    finite; then update() the rater (RATER_CLIP), the primary on Eq. 5 (MODEL_CLIP) and, in alchemist without
+    --simplified, the reference on Eq. 4 (MODEL_CLIP); then b_{k+1} = SIGNAL_DECAY b_k + (1 - SIGNAL_DECAY) * the
+    batch signal. Returns dict(W_batch, entropy = -sum w_inst log w_inst / log B, rater_loss), floats."""
     rater, primary = s["rater"], s["primary"]
     z, group_logit = rater.logits(b["feats"])  # (B,), () at mu_k
     w_inst = rater.instance_weights(z)  # (B,) Eq. 7, sums to 1

@@ -223,8 +223,11 @@ def sample_t(n, generator=None, device="cpu"):
 
 
 def rf_loss(model, x0, tokens, t=None, noise=None, drop_prob=0.0, generator=None):
-    """Per-sample rectified-flow loss, [B]. Pass `t` [B] and `noise` [B,3,H,W] to compare models on the same draws;
-    leave them None to draw fresh ones from `generator` (on the CPU, so that a seed fixes them on any device)."""
+    """Per-sample rectified-flow loss, [B]: the mean over (C, H, W) of (v - (noise - x0))^2, v = model(x_t, t, tokens)
+    at x_t = (1 - t) x0 + t noise. Pass `t` [B] and `noise` [B,3,H,W] to compare models on the same draws; leave them
+    None to draw fresh ones from `generator` (on the CPU, so that a seed fixes them on any device), in this order: t
+    (sample_t), then noise (torch.randn of x0's shape), then, if drop_prob > 0, torch.rand(B) < drop_prob: the rows
+    whose caption becomes the null caption (data.null_tokens). The loss keeps x0's dtype and the model's graph."""
     B = x0.shape[0]
     if t is None:
         t = sample_t(B, generator, x0.device)
@@ -263,6 +266,9 @@ def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance
     with a `guide` autoguidance (Karras et al. 2024): D_w = w D_main + (1 - w) D_guide, the guide a smaller and/or
     earlier model of the same task, w = `guidance`; CFG acts inside each model first (cfg=1: autoguidance alone, as
     in the paper). D = x_t - t v is affine in v, so mixing velocities mixes denoisers.
+    Start: x = torch.randn((B, 3, S, S), generator=torch.Generator().manual_seed(seed)) (on the CPU, then moved),
+    S = model.config["image_size"]; step i = 0 .. steps-1 at t_i = 1 - i / steps (one t for the whole batch):
+    x <- x - v(x, t_i) / steps. The result is clamped to [-1, 1]. guidance 1 (or no guide) never runs the guide.
     tokens int64 [B,L] on the model's device -> images float [B,3,H,W] in [-1, 1]."""
     device, B, size = tokens.device, tokens.shape[0], model.config["image_size"]
     x = torch.randn((B, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(device)

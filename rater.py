@@ -122,6 +122,8 @@ class Rater(nn.Module):
         return torch.softmax(torch.sigmoid(z) / self.temperature, dim=0)
 
     def forward(self, f):
+        """f [B, D] standardised features -> (W [B], z [B], W_batch []): z and the group logit from logits(f),
+        W_batch = sigmoid(group logit) (a tensor 1 of f's dtype without the group head), W = w_inst * W_batch."""
         z, group_logit = self.logits(f)
         w_inst = self.instance_weights(z)  # (B,)  Eq. 7
         W_batch = torch.sigmoid(group_logit) if self.use_group else torch.ones((), dtype=f.dtype, device=f.device)

@@ -63,7 +63,10 @@ ONLINE = ["none", "jest", "early_ajest", "late_ajest", "hard_learner", "easy_ref
 @torch.no_grad()
 def online_scores(learner, reference, x0, tokens, t, noise, mode):
     """Per-row scores of a super-batch [n] and the per-row losses of learner and reference ([n], or None where the
-    mode needs no such forward). Both models see the SAME t and noise, so two equal models score exactly 0."""
+    mode needs no such forward). Both models see the SAME t and noise, so two equal models score exactly 0.
+    Score by mode: learnability L(learner) - L(reference) (jest, early_ajest, late_ajest); L(learner) (hard_learner,
+    the reference is not run); -L(reference) (easy_reference, the learner is not run). Returns (score, learner
+    loss, reference loss)."""
     loss = lambda model: proxy.rf_loss(model, x0, tokens, t=t, noise=noise)  # (n,)
     learner_loss = loss(learner) if mode != "easy_reference" else None
     reference_loss = loss(reference) if mode != "hard_learner" else None
@@ -102,16 +105,19 @@ class AjestSwitch:
         self.mode, self.crossed_at = mode, None  # crossed_at: the step at which the learner first beat the reference
 
     @property
-    def watching(self):  # AJEST, before the crossing: both losses are needed on every super-batch
+    def watching(self):
+        """AJEST, before the crossing: both losses are needed on every super-batch."""
         return self.mode in ("early_ajest", "late_ajest") and self.crossed_at is None
 
     @property
     def on(self):
+        """Whether selection is on now (the class docstring)."""
         if self.mode == "early_ajest":
             return self.crossed_at is None
         return self.crossed_at is not None if self.mode == "late_ajest" else True
 
     def update(self, step, learner_mean, reference_mean):
+        """While watching, record `step` as crossed_at on the first learner_mean < reference_mean; return `on`."""
         if self.watching and learner_mean < reference_mean:
             self.crossed_at = step
         return self.on
