@@ -42,7 +42,8 @@ def test_a_zero_prediction_costs_the_mean_squared_target_eps_minus_x0():
 
 
 def test_the_model_sees_x_t_interpolated_from_data_at_t_0_to_noise_at_t_1():
-    """The model gets x_t = (1 - t) x0 + t eps, t and the tokens; predicting x_t itself costs mean (x_t - (eps - x0))^2."""
+    """The model gets x_t = (1 - t) x0 + t eps, t and the tokens; predicting x_t itself costs
+    mean (x_t - (eps - x0))^2."""
     x0, tok, t, noise = draws(1)
     model = Recorder(lambda x, tt, tk: x)
     loss = proxy.rf_loss(model, x0, tok, t, noise)
@@ -52,14 +53,15 @@ def test_the_model_sees_x_t_interpolated_from_data_at_t_0_to_noise_at_t_1():
     assert len(model.calls) == 1, "one forward pass of the model per call"
     assert torch.allclose(seen["x"], x_t, rtol=1e-12), "x_t must be (1 - t) x0 + t eps: t = 0 is data, t = 1 noise"
     assert torch.equal(seen["t"], t) and torch.equal(seen["tokens"], tok), "pass t and the captions on unchanged"
-    assert torch.allclose(loss, (x_t - (noise - x0)).pow(2).mean((1, 2, 3)), rtol=1e-12)
+    assert torch.allclose(loss, (x_t - (noise - x0)).pow(2).mean((1, 2, 3)), rtol=1e-12), \
+        "the loss is the mean over (C, H, W) of (v - (eps - x0))^2"
 
 
 def test_the_true_velocity_costs_nothing():
     """An oracle that knows x0 predicts (x_t - x0) / t = eps - x0 and scores 0 on every sample."""
     x0, tok, t, noise = draws(2)
     loss = proxy.rf_loss(lambda x, tt, tk: (x - x0) / tt.view(B, 1, 1, 1), x0, tok, t, noise)
-    assert loss.abs().max() < 1e-20, loss
+    assert loss.abs().max() < 1e-20, f"the true velocity eps - x0 must cost 0, not {loss.abs().max().item():.3g}"
 
 
 def test_fresh_draws_come_from_the_generator_t_first_then_noise_then_the_caption_drop():
@@ -148,7 +150,8 @@ def tokens(n=3):
 
 
 def test_euler_steps_from_seeded_noise_at_t_1_to_t_0_in_steps_of_1_over_n():
-    """v = c x: n Euler steps x <- x - v / n from eps ~ randn(seed) give eps (1 - c/n)^n, at t = 1, 1 - 1/n, ..., 1/n."""
+    """v = c x: n Euler steps x <- x - v / n from eps ~ randn(seed) give eps (1 - c/n)^n, at t = 1, 1 - 1/n, ...,
+    1/n."""
     model, n, c = Linear(0.5), 6, 0.5
     out = proxy.sample_images(model, tokens(), steps=n, cfg=1.0, seed=11)
     assert torch.allclose(out, (start(11) * (1 - c / n) ** n).clamp(-1, 1), atol=1e-5), \
@@ -172,7 +175,8 @@ def test_cfg_extrapolates_from_the_null_captions_velocity_towards_the_captions()
     a, b, w, n = 0.8, 0.2, 3.0, 5
     out = proxy.sample_images(Linear(a, b), tokens(), steps=n, cfg=w, seed=4)
     c = b + w * (a - b)
-    assert torch.allclose(out, (start(4) * (1 - c / n) ** n).clamp(-1, 1), atol=1e-5)
+    assert torch.allclose(out, (start(4) * (1 - c / n) ** n).clamp(-1, 1), atol=1e-5), \
+        "classifier-free guidance: v = v_null + cfg (v_text - v_null), the null caption from data.null_tokens"
     plain = proxy.sample_images(Linear(a, b), tokens(), steps=n, cfg=1.0, seed=4)
     assert torch.allclose(plain, (start(4) * (1 - a / n) ** n).clamp(-1, 1), atol=1e-5), "cfg 1: the caption's v alone"
 

@@ -49,7 +49,8 @@ def test_gumbel_top_k_pairs_follow_sequential_sampling_without_replacement():
     for i in range(4):
         for j in range(i + 1, 4):
             exact = p[i] * p[j] / (1 - p[i]) + p[j] * p[i] / (1 - p[j])
-            assert close(freq.get((i, j), 0.0), exact), f"pair {i, j}: drawn {freq.get((i, j), 0.0):.4f}, exact {exact:.4f}"
+            got = freq.get((i, j), 0.0)
+            assert close(got, exact), f"pair {i, j}: drawn {got:.4f}, exact {exact:.4f}"
 
 
 def test_gumbel_top_k_works_in_log_space_far_out_in_the_tail():
@@ -64,7 +65,8 @@ def test_shift_gsample_returns_exactly_count_sorted_unique_int64_rows():
     scores = np.random.default_rng(0).normal(size=200)
     for count in (1, 40, 100):
         rows = prune.shift_gsample(scores, count, np.random.default_rng(1))
-        assert rows.dtype == np.int64 and len(rows) == count and np.all(np.diff(rows) > 0), rows
+        assert rows.dtype == np.int64 and len(rows) == count and np.all(np.diff(rows) > 0), \
+            f"{len(rows)} rows of {rows.dtype}, increasing: {bool(np.all(np.diff(rows) > 0))} (see prune.as_subset)"
 
 
 def test_shift_gsample_never_takes_from_the_discarded_top():

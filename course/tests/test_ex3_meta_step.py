@@ -54,16 +54,19 @@ def test_eq8_forward_gives_W_equal_w_inst_times_W_batch_with_z_and_W_batch():
     r, f = new_rater(), features()
     W, z, W_batch = r(f)
     z_ref, group_logit = r.logits(f)
-    assert torch.allclose(z, z_ref, rtol=1e-12) and torch.allclose(W_batch, torch.sigmoid(group_logit), rtol=1e-12)
-    assert torch.allclose(W, r.instance_weights(z_ref) * torch.sigmoid(group_logit), rtol=1e-12)
-    assert torch.allclose(W.sum(), W_batch, rtol=1e-12) and W.requires_grad
+    assert torch.allclose(z, z_ref, rtol=1e-12) and torch.allclose(W_batch, torch.sigmoid(group_logit), rtol=1e-12), \
+        "z and W_batch = sigmoid(group logit) come from self.logits(f)"
+    assert torch.allclose(W, r.instance_weights(z_ref) * torch.sigmoid(group_logit), rtol=1e-12), \
+        "Eq. 8: W = w_inst * W_batch"
+    assert torch.allclose(W.sum(), W_batch, rtol=1e-12) and W.requires_grad, "W must stay differentiable"
 
 
 def test_without_the_group_head_W_batch_is_one_and_W_is_the_instance_softmax():
     """use_group=False: W_batch is a tensor 1 (the features' dtype) and W = w_inst."""
     r, f = new_rater(use_group=False), features()
     W, z, W_batch = r(f)
-    assert torch.is_tensor(W_batch) and W_batch.dtype == f.dtype and W_batch.item() == 1.0
+    assert torch.is_tensor(W_batch) and W_batch.dtype == f.dtype and W_batch.item() == 1.0, \
+        "without the group head W_batch is torch.ones((), dtype=f.dtype)"
     assert torch.allclose(W, r.instance_weights(r.logits(f)[0]), rtol=1e-12)
 
 
@@ -84,7 +87,8 @@ def test_eq6_with_a_baseline_is_the_sum_of_W_times_signal_minus_baseline():
     W = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64, requires_grad=True)
     h = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     loss = metagrad.alchemist_rater_loss(W, h, 0.25)
-    assert loss.dim() == 0 and abs(loss.item() - (0.1 * 0.75 + 0.2 * -2.25 + 0.3 * 0.25)) < 1e-12
+    assert loss.dim() == 0 and abs(loss.item() - (0.1 * 0.75 + 0.2 * -2.25 + 0.3 * 0.25)) < 1e-12, \
+        f"sum_i W_i (h_i - b) = -0.3, not {loss.item() if loss.dim() == 0 else loss}"
     assert torch.allclose(torch.autograd.grad(loss, W)[0], h - 0.25, rtol=1e-12)
 
 
@@ -120,7 +124,8 @@ def test_rater_objective_is_the_scaled_signal_minus_the_running_baseline_plus_th
     assert s["baseline"] == 0.7, "b_k is updated by meta_step after the step, not here"
     assert batch_signal == pytest.approx((w_inst * signal / scale).sum().item(), rel=1e-12)
     expected = (W * (signal / scale - 0.7)).sum() + 0.05 * (z.pow(2).mean() + g.pow(2))
-    assert torch.allclose(loss, expected, rtol=1e-12)
+    assert torch.allclose(loss, expected, rtol=1e-12), \
+        f"loss {loss.item():.6g}, expected sum_i W_i (h_i / s_k - b_k) + decay (mean z^2 + g^2) = {expected.item():.6g}"
 
 
 def test_rater_objectives_first_step_sets_the_scale_and_the_baseline_from_the_batch():
@@ -132,7 +137,8 @@ def test_rater_objectives_first_step_sets_the_scale_and_the_baseline_from_the_ba
     s = dict(scale=None, baseline=None)
     loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
     assert s["scale"] == pytest.approx(signal.std().item(), rel=1e-12) and s["baseline"] == batch_signal
-    assert torch.allclose(torch.autograd.grad(loss, g)[0], 0.1 * g, atol=1e-12)
+    assert torch.allclose(torch.autograd.grad(loss, g)[0], 0.1 * g, atol=1e-12), \
+        "on the first step b_1 is the batch signal itself, so the group logit feels the prior alone"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,7 +220,8 @@ def test_the_reference_moves_in_alchemist_and_stays_in_the_simplified_method(sim
     s, b = meta_state(), meta_batch()
     before = copy.deepcopy(s["reference"])
     metagrad.meta_step(s, b, simplified=simplified)
-    assert same_weights(s["reference"], before, atol=0) == simplified
+    assert same_weights(s["reference"], before, atol=0) == simplified, \
+        "the simplified method must not move the reference" if simplified else "Eq. 4: the reference must take its step"
 
 
 def test_when_primary_and_reference_agree_the_rater_feels_no_gradient():
@@ -245,7 +252,7 @@ def test_the_rater_takes_one_adamw_step_on_rater_objective():
     torch.nn.utils.clip_grad_norm_(r.parameters(), 2.0)
     opt.step()
     metagrad.meta_step(s, b)
-    assert same_weights(s["rater"], r, atol=1e-12)
+    assert same_weights(s["rater"], r, atol=1e-12), "the rater is not one AdamW step (clip 2.0) on rater_objective"
 
 
 class WorseOnFirstRows(proxy.DiT):
@@ -285,7 +292,8 @@ def test_a_non_finite_loss_raises_FloatingPointError_before_any_update():
     primary, r = copy.deepcopy(s["primary"]), copy.deepcopy(s["rater"])
     with pytest.raises(FloatingPointError):
         metagrad.meta_step(s, b)
-    assert same_weights(s["primary"], primary, atol=0) and same_weights(s["rater"], r, atol=0)
+    assert same_weights(s["primary"], primary, atol=0) and same_weights(s["rater"], r, atol=0), \
+        "check the losses for finiteness before any update"
 
 
 def test_two_meta_steps_match_the_reference_implementations_snapshot():
@@ -335,4 +343,5 @@ def test_a_rater_trained_on_a_synthetic_quality_signal_ranks_by_it():
     auroc = rater.auroc(z.numpy(), (quality > 0).numpy(), (quality <= 0).numpy())
     assert auroc > 0.9, f"AUROC {auroc:.3f}: the rater does not rank by quality"
     assert z.abs().max() < 10, "the logit prior must keep z bounded"
-    assert 0.05 < min(history) and max(history) < 0.95, f"W_batch left (0.05, 0.95): {min(history):.3f}-{max(history):.3f}"
+    assert 0.05 < min(history) and max(history) < 0.95, \
+        f"W_batch left (0.05, 0.95): {min(history):.3f}-{max(history):.3f}"

@@ -49,7 +49,8 @@ def test_exact_rater_loss_is_a_function_of_W_that_autograd_can_differentiate():
     model, rest, _ = setup()
     W = W0.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(metagrad.exact_rater_loss(model, W, **rest, eta=ETA), W)
-    assert grad.shape == (4,) and grad.abs().min() > 0
+    assert grad.shape == (4,) and grad.abs().min() > 0, \
+        "each W_i must enter the virtual step: build the gradients with create_graph=True"
 
 
 def test_exact_signal_matches_central_finite_differences_in_float64():
@@ -65,7 +66,8 @@ def test_exact_signal_matches_central_finite_differences_in_float64():
         fd = (val_after_virtual_step(model, W0 + eps * v, grads, b)[0] -
               val_after_virtual_step(model, W0 - eps * v, grads, b)[0]).item() / (2 * eps)
         exact = (h * v).sum().item()
-        assert abs(fd) > 1e-8 and abs(fd - exact) < 1e-6 * abs(fd), f"h . v = {exact:.10g}, finite differences {fd:.10g}"
+        assert abs(fd) > 1e-8 and abs(fd - exact) < 1e-6 * abs(fd), \
+            f"h . v = {exact:.10g}, finite differences {fd:.10g}"
 
 
 def test_exact_signal_is_minus_eta_grad_val_after_the_step_dot_grad_row():
@@ -111,4 +113,5 @@ def test_the_loss_train_shortcut_gives_the_same_signal():
     model, _, b = setup(3)
     h = metagrad.exact_signal(model, W0, ETA, **b)
     loss_train = proxy.rf_loss(model, b["x"], b["tok"], b["t"], b["noise"])
-    assert torch.allclose(metagrad.exact_signal(model, W0, ETA, loss_train, **b), h, rtol=1e-12)
+    again = metagrad.exact_signal(model, W0, ETA, loss_train, **b)
+    assert torch.allclose(again, h, rtol=1e-12), "use loss_train when it is given"

@@ -18,8 +18,9 @@ def test_mean_cov_is_the_mean_and_numpys_unbiased_covariance_in_float64():
     """mean_cov(x) = (x.mean(0), np.cov(x, rowvar=False)): N - 1 in the denominator, float64 even from float32."""
     x = np.random.default_rng(0).normal(size=(50, 7)).astype(np.float32)
     mu, cov = evaluate.mean_cov(x)
-    assert mu.dtype == np.float64 and cov.dtype == np.float64 and cov.shape == (7, 7)
-    assert np.allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
+    assert mu.dtype == np.float64 and cov.dtype == np.float64 and cov.shape == (7, 7), \
+        f"float64 mean [D] and covariance [D, D], got {mu.dtype} and {cov.dtype} {cov.shape}"
+    assert np.allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12), "the mean over rows"
     assert np.allclose(cov, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-10), "the unbiased covariance (N - 1)"
 
 
@@ -44,7 +45,8 @@ def test_diagonal_covariances_match_the_closed_form():
     rng = np.random.default_rng(3)
     mu1, mu2, a, b = rng.normal(size=5), rng.normal(size=5), rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
-    assert np.isclose(evaluate.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)), expected, rtol=1e-9)
+    assert np.isclose(evaluate.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)), expected, rtol=1e-9), \
+        f"{evaluate.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)):.8g} against the closed form {expected:.8g}"
 
 
 def test_commuting_covariances_match_the_closed_form():
@@ -55,7 +57,8 @@ def test_commuting_covariances_match_the_closed_form():
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     mu = np.zeros(6)
     expected = a.sum() + b.sum() - 2 * np.sqrt(a * b).sum()
-    assert np.isclose(evaluate.frechet_distance(mu, s1, mu, s2), expected, rtol=1e-9)
+    assert np.isclose(evaluate.frechet_distance(mu, s1, mu, s2), expected, rtol=1e-9), \
+        f"{evaluate.frechet_distance(mu, s1, mu, s2):.8g} against the closed form {expected:.8g}"
 
 
 def test_general_covariances_match_the_eigenvalues_of_S1_S2():
@@ -105,6 +108,7 @@ def test_kid_draws_its_subsets_from_the_seed():
     rng = np.random.default_rng(9)
     a, b = rng.normal(size=(60, 4)), rng.normal(size=(50, 4))
     first = evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=1)
-    assert first == evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=1)
-    assert first != evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=2)
+    assert first == evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=1), \
+        "one np.random.default_rng(seed) draws the subsets"
+    assert first != evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=2), "the seed must choose the subsets"
     assert all(np.isfinite(evaluate.kid(a, b, n_subsets=2, subset_size=1000)))

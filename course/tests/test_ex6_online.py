@@ -58,8 +58,10 @@ def test_learnability_is_the_learners_loss_minus_the_references_on_the_same_draw
     with torch.no_grad():
         expected_learn = proxy.rf_loss(learner, x0, tok, t=t, noise=noise)
         expected_ref = proxy.rf_loss(reference, x0, tok, t=t, noise=noise)
-    assert torch.allclose(l_learn, expected_learn) and torch.allclose(l_ref, expected_ref)
-    assert torch.allclose(score, expected_learn - expected_ref) and torch.count_nonzero(score) == N
+    assert torch.allclose(l_learn, expected_learn) and torch.allclose(l_ref, expected_ref), \
+        "each loss is proxy.rf_loss on the given t and noise"
+    assert torch.allclose(score, expected_learn - expected_ref) and torch.count_nonzero(score) == N, \
+        "learnability = learner loss - reference loss"
     assert not score.requires_grad, "scoring needs no gradients"
 
 
@@ -69,10 +71,12 @@ def test_hard_learner_and_easy_reference_run_only_the_model_they_need():
     learner, reference = models()
     batch = super_batch(2)
     with torch.no_grad():
-        l_learn, l_ref = (proxy.rf_loss(m, batch[0], batch[1], t=batch[2], noise=batch[3]) for m in (learner, reference))
+        x0, tok, t, noise = batch
+        l_learn, l_ref = (proxy.rf_loss(m, x0, tok, t=t, noise=noise) for m in (learner, reference))
     c_learn, c_ref = Counting(learner), Counting(reference)
     hard = train_t2i.online_scores(c_learn, c_ref, *batch, "hard_learner")
-    assert c_ref.calls == 0 and hard[2] is None and torch.allclose(hard[0], l_learn) and torch.allclose(hard[1], l_learn)
+    assert c_ref.calls == 0 and hard[2] is None, "hard_learner: the reference is not run, its loss is None"
+    assert torch.allclose(hard[0], l_learn) and torch.allclose(hard[1], l_learn)
     c_learn, c_ref = Counting(learner), Counting(reference)
     easy = train_t2i.online_scores(c_learn, c_ref, *batch, "easy_reference")
     assert c_learn.calls == 0 and easy[1] is None and torch.allclose(easy[0], -l_ref) and torch.allclose(easy[2], l_ref)
@@ -147,7 +151,8 @@ def test_early_ajest_selects_until_the_learner_first_beats_the_reference_then_ne
     assert switch.on and switch.watching, "early AJEST starts selecting, and watching for the crossing"
     switch, seen = run_switch("early_ajest")
     assert seen == [True, True, True, False, False, False, False], seen
-    assert switch.crossed_at == 3 and not switch.on and not switch.watching
+    assert switch.crossed_at == 3 and not switch.on and not switch.watching, \
+        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}"
 
 
 def test_late_ajest_starts_selecting_at_the_first_crossing_for_good():
@@ -156,14 +161,16 @@ def test_late_ajest_starts_selecting_at_the_first_crossing_for_good():
     assert not switch.on and switch.watching
     switch, seen = run_switch("late_ajest")
     assert seen == [False, False, False, True, True, True, True], seen
-    assert switch.crossed_at == 3 and switch.on and not switch.watching
+    assert switch.crossed_at == 3 and switch.on and not switch.watching, \
+        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}"
 
 
 @pytest.mark.parametrize("mode", ["jest", "hard_learner", "easy_reference"])
 def test_the_other_modes_always_select_and_never_watch(mode):
     """jest, hard_learner, easy_reference: on at every step, never watching, no crossing recorded."""
     switch, seen = run_switch(mode)
-    assert seen == [True] * len(MEANS) and switch.crossed_at is None and not switch.watching
+    assert seen == [True] * len(MEANS) and switch.crossed_at is None and not switch.watching, \
+        f"updates {seen}, crossed_at {switch.crossed_at}, watching {switch.watching}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,7 +186,7 @@ def test_the_selection_hook_keeps_the_rows_of_highest_learnability_at_temperatur
     x = data.to_float(images)
     with torch.no_grad():
         score = proxy.rf_loss(learner, x, tok, t=t, noise=noise) - proxy.rf_loss(reference, x, tok, t=t, noise=noise)
-    assert set(keep.tolist()) == set(score.topk(4).indices.tolist())
+    assert set(keep.tolist()) == set(score.topk(4).indices.tolist()), "the top learnability rows"
 
 
 def test_early_ajest_in_the_hook_stops_scoring_after_the_switch():

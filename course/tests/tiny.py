@@ -37,7 +37,8 @@ def meta_batch(B=4, seed=0, dtype=torch.float64):
     metagrad.draw_batch."""
     g = torch.Generator().manual_seed(seed)
     return dict(feats=torch.randn(B, FEATS, generator=g, dtype=dtype), x=pictures(B, g, dtype), tok=captions(B, g),
-                t=torch.rand(B, generator=g, dtype=dtype), noise=torch.randn(B, 3, SIZE, SIZE, generator=g, dtype=dtype),
+                t=torch.rand(B, generator=g, dtype=dtype),
+                noise=torch.randn(B, 3, SIZE, SIZE, generator=g, dtype=dtype),
                 x_val=pictures(B, g, dtype), tok_val=captions(B, g), t_val=torch.rand(B, generator=g, dtype=dtype),
                 noise_val=torch.randn(B, 3, SIZE, SIZE, generator=g, dtype=dtype))
 
@@ -75,7 +76,8 @@ def same_weights(a, b, atol=1e-12):
 def sketch(model, k=8, seed=99):
     """k fixed random projections of all of a model's weights, float64: a small fingerprint for a snapshot."""
     flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-    return (torch.randn(k, len(flat), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) @ flat).tolist()
+    projections = torch.randn(k, len(flat), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (projections @ flat).tolist()
 
 
 def meta_steps_snapshot(steps=2):
