@@ -40,8 +40,8 @@ EXERCISES = [
         see=([SETUP, "python proxy.py --data runs/course/shapes --out runs/course/proxy --preset quick --steps 300"],
              "about 1 min. proxy_report.json: val_loss 0.08-0.11 (reference, seeds 0 and 1: 0.089, 0.097); "
              "loss_noise 7-10x loss_clean; misaligned_over_clean 1.05-1.4 (reference: 1.22, 1.10): after 300 "
-             "steps the model begins to read the caption. proxy_log.csv: the loss falls from 1.1 (the first 50 steps) to 0.17; "
-             "proxy_samples.png: coloured blobs at the captions' places, above the real images."),
+             "steps the model begins to read the caption. proxy_log.csv: the loss falls from 1.1 (the first 50 "
+             "steps) to 0.17; proxy_samples.png: coloured blobs at the captions' places, above the real images."),
     ),
     dict(
         number=2, title="Shift-Gsample and exact sampling without replacement", hours=1.5, points=10, needs=[],

@@ -1,8 +1,8 @@
 """course/make_snapshots.py -- regenerate the graded tests' snapshots from the reference implementation.
 
 Reads:   the reference's stage files (this repository's root), course/tests/tiny.py (the fixed tiny setups)
-Writes:  course/data/ex3_meta_step.json (two meta steps in float64: the rater's weights, fingerprints of the primary
-         and the reference, the running scale and baseline, what meta_step returned)
+Writes:  course/snapshots/ex3_meta_step.json (two meta steps in float64: the rater's weights, fingerprints of the
+         primary and the reference, the running scale and baseline, what meta_step returned)
 Run:     python course/make_snapshots.py      (from a checkout of the reference; rerun after an intended change of
          the method, and commit the file with it)
 """
@@ -19,7 +19,7 @@ import tiny  # noqa: E402
 
 def main():
     torch.set_num_threads(1)
-    path = os.path.join(HERE, "data", "ex3_meta_step.json")
+    path = os.path.join(HERE, "snapshots", "ex3_meta_step.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

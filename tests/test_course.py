@@ -76,6 +76,14 @@ def test_the_table_has_six_or_more_exercises_of_one_to_three_hours_each_naming_r
         assert tests and all(ast.get_docstring(t) for t in tests), f"{e['tests']}: every graded test names its property"
 
 
+def test_every_file_of_the_kit_is_known_to_git_so_that_a_clone_and_a_copy_have_it():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "course"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    on_disk = [os.path.relpath(os.path.join(d, f), ROOT) for d, dirs, files in os.walk(COURSE) for f in files
+               if "__pycache__" not in d]
+    assert sorted(on_disk) == sorted(listed), set(on_disk) ^ set(listed)  # e.g. a folder that .gitignore hides
+
+
 def test_blanking_keeps_decorators_signature_and_docstring_and_the_file_imports():
     source = ('import functools\n\n\nclass A:\n    @property\n    def on(self):\n        """Doc."""\n'
               '        # a comment\n        return 1\n\n    @functools.lru_cache()\n    def f(self, x,\n'

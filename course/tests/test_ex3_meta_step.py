@@ -3,11 +3,12 @@ rater_objective / meta_step).
 
 Each step of meta_step is compared with the same step made by hand on copies of the models (float64, tiny DiTs on
 random 8x8 pictures); the learning rule is checked on a synthetic quality signal; a two-step snapshot of the
-reference implementation (course/data/ex3_meta_step.json, made by course/make_snapshots.py) catches what is left.
+reference implementation (course/snapshots/ex3_meta_step.json, made by course/make_snapshots.py) catches what is left.
 """
 import copy
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -16,9 +17,13 @@ import torch
 import metagrad
 import proxy
 import rater
+from api import exercise_api
 from tiny import FEATS, meta_batch, meta_state, meta_steps_snapshot, new_rater, plain_step, same_weights
 
-SNAPSHOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "ex3_meta_step.json")
+Rater, alchemist_rater_loss, rater_objective, meta_step = exercise_api(3)
+rf_loss = exercise_api(1)[0]  # exercise 1, which this one needs
+
+SNAPSHOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "snapshots", "ex3_meta_step.json")
 
 
 def features(n=6, seed=0):
@@ -86,7 +91,7 @@ def test_eq6_with_a_baseline_is_the_sum_of_W_times_signal_minus_baseline():
     """alchemist_rater_loss(W, h, b) = sum_i W_i (h_i - b): a scalar, differentiable in W."""
     W = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64, requires_grad=True)
     h = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
-    loss = metagrad.alchemist_rater_loss(W, h, 0.25)
+    loss = alchemist_rater_loss(W, h, 0.25)
     assert loss.dim() == 0 and abs(loss.item() - (0.1 * 0.75 + 0.2 * -2.25 + 0.3 * 0.25)) < 1e-12, \
         f"sum_i W_i (h_i - b) = -0.3, not {loss.item() if loss.dim() == 0 else loss}"
     assert torch.allclose(torch.autograd.grad(loss, W)[0], h - 0.25, rtol=1e-12)
@@ -102,7 +107,7 @@ def test_the_baseline_leaves_the_instance_head_alone_and_sets_the_sign_of_W_batc
     out = {}
     for b in [0.0, weighted - 0.3, weighted + 0.3]:
         W, _, W_batch = r(f)
-        g = torch.autograd.grad(metagrad.alchemist_rater_loss(W, gap, b), [W_batch] + inst)
+        g = torch.autograd.grad(alchemist_rater_loss(W, gap, b), [W_batch] + inst)
         out[b] = g
     for b in out:
         assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(out[0.0][1:], out[b][1:])), "instance head moved"
@@ -118,7 +123,7 @@ def test_rater_objective_is_the_scaled_signal_minus_the_running_baseline_plus_th
     W = r.instance_weights(z) * torch.sigmoid(g)
     w_inst = (W / W.sum()).detach()
     s = dict(scale=2.0, baseline=0.7)  # a run in progress
-    loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
+    loss, batch_signal = rater_objective(s, z, g, W, signal, 0.05)
     scale = 0.9 * 2.0 + 0.1 * signal.std().item()
     assert s["scale"] == pytest.approx(scale, rel=1e-12), "the running scale: an EMA (decay 0.9) of std(h)"
     assert s["baseline"] == 0.7, "b_k is updated by meta_step after the step, not here"
@@ -135,7 +140,7 @@ def test_rater_objectives_first_step_sets_the_scale_and_the_baseline_from_the_ba
     z, g = r.logits(f)
     W = r.instance_weights(z) * torch.sigmoid(g)
     s = dict(scale=None, baseline=None)
-    loss, batch_signal = metagrad.rater_objective(s, z, g, W, signal, 0.05)
+    loss, batch_signal = rater_objective(s, z, g, W, signal, 0.05)
     assert s["scale"] == pytest.approx(signal.std().item(), rel=1e-12) and s["baseline"] == batch_signal
     assert torch.allclose(torch.autograd.grad(loss, g)[0], 0.1 * g, atol=1e-12), \
         "on the first step b_1 is the batch signal itself, so the group logit feels the prior alone"
@@ -151,11 +156,11 @@ def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_
     s, b = meta_state(), meta_batch()
     draws = (b["x"], b["tok"], b["t"], b["noise"])
     with torch.no_grad():
-        gap = proxy.rf_loss(s["primary"], *draws) - (0 if simplified else proxy.rf_loss(s["reference"], *draws))
+        gap = rf_loss(s["primary"], *draws) - (0 if simplified else rf_loss(s["reference"], *draws))
         z, group_logit = copy.deepcopy(s["rater"]).logits(b["feats"])
-    seen, real = [], metagrad.rater_objective
-    monkeypatch.setattr(metagrad, "rater_objective", lambda *a: seen.append(a) or real(*a))
-    out = metagrad.meta_step(s, b, simplified=simplified)
+    seen, real = [], rater_objective  # meta_step must call it by its name in its module:
+    monkeypatch.setattr(sys.modules[real.__module__], real.__name__, lambda *a: seen.append(a) or real(*a))
+    out = meta_step(s, b, simplified=simplified)
     assert len(seen) == 1, "meta_step must call rater_objective once"
     assert not seen[0][4].requires_grad, "the signal must be detached"
     assert torch.allclose(seen[0][4], gap, rtol=1e-10, atol=1e-12), "the gap of the two models on the batch's draws"
@@ -180,9 +185,9 @@ def test_constant_weights_reproduce_plain_training():
     """W_i = 1/B and gamma 0: the primary takes exactly a plain AdamW step (clip 1) on mean_i L(theta; x_i), and so
     does the reference (Eq. 4)."""
     s, b = meta_state(r=constant_rater()), meta_batch()
-    loss = lambda m: proxy.rf_loss(m, b["x"], b["tok"], b["t"], b["noise"]).mean()
+    loss = lambda m: rf_loss(m, b["x"], b["tok"], b["t"], b["noise"]).mean()
     primary, reference = plain_step(s["primary"], loss), plain_step(s["reference"], loss)
-    metagrad.meta_step(s, b, gamma=0.0)
+    meta_step(s, b, gamma=0.0)
     assert same_weights(s["primary"], primary, atol=1e-10), "Eq. 5 with W = 1/B, g = 0 is plain training"
     assert same_weights(s["reference"], reference, atol=1e-10), "Eq. 4: the reference steps on the plain mean loss"
 
@@ -206,10 +211,10 @@ def test_eq5_the_primary_steps_on_the_weighted_rows_and_the_validation_batch_in_
     r, f = one_row_rater(2)
     s, b = meta_state(r=r), meta_batch()
     b["feats"] = f
-    row = lambda m: proxy.rf_loss(m, b["x"][2:3], b["tok"][2:3], b["t"][2:3], b["noise"][2:3]).sum()
-    val = lambda m: proxy.rf_loss(m, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean()
+    row = lambda m: rf_loss(m, b["x"][2:3], b["tok"][2:3], b["t"][2:3], b["noise"][2:3]).sum()
+    val = lambda m: rf_loss(m, b["x_val"], b["tok_val"], b["t_val"], b["noise_val"]).mean()
     expected = plain_step(s["primary"], row if gamma == 0 else val)
-    metagrad.meta_step(s, b, gamma=gamma)
+    meta_step(s, b, gamma=gamma)
     assert same_weights(s["primary"], expected, atol=1e-10), \
         "theta steps on g L_val + (1 - g) sum_i W_i L(theta; x_i)" if gamma == 0 else "g = 1: the validation loss"
 
@@ -219,7 +224,7 @@ def test_the_reference_moves_in_alchemist_and_stays_in_the_simplified_method(sim
     """Eq. 4 trains theta_ref in the full method; Eq. 9 has no reference, so it must not move."""
     s, b = meta_state(), meta_batch()
     before = copy.deepcopy(s["reference"])
-    metagrad.meta_step(s, b, simplified=simplified)
+    meta_step(s, b, simplified=simplified)
     assert same_weights(s["reference"], before, atol=0) == simplified, \
         "the simplified method must not move the reference" if simplified else "Eq. 4: the reference must take its step"
 
@@ -231,7 +236,7 @@ def test_when_primary_and_reference_agree_the_rater_feels_no_gradient():
     s["reference"] = copy.deepcopy(s["primary"])
     s["opt_ref"] = metagrad.adamw(s["reference"], 1e-3)
     before = {k: v.clone() for k, v in s["rater"].named_parameters()}
-    metagrad.meta_step(s, b, logit_decay=0.0)
+    meta_step(s, b, logit_decay=0.0)
     for k, p in s["rater"].named_parameters():
         assert torch.allclose(p, before[k] * (1 - 1e-3 * 0.05), rtol=1e-12, atol=1e-15), f"{k} got a gradient"
 
@@ -243,15 +248,15 @@ def test_the_rater_takes_one_adamw_step_on_rater_objective():
     opt = torch.optim.AdamW(r.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
     draws = (b["x"], b["tok"], b["t"], b["noise"])
     with torch.no_grad():
-        gap = proxy.rf_loss(s["primary"], *draws) - proxy.rf_loss(s["reference"], *draws)
+        gap = rf_loss(s["primary"], *draws) - rf_loss(s["reference"], *draws)
     z, g = r.logits(b["feats"])
-    loss, _ = metagrad.rater_objective(dict(scale=None, baseline=None), z, g, r.instance_weights(z) * torch.sigmoid(g),
+    loss, _ = rater_objective(dict(scale=None, baseline=None), z, g, r.instance_weights(z) * torch.sigmoid(g),
                                        gap, 0.05)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(r.parameters(), 2.0)
     opt.step()
-    metagrad.meta_step(s, b)
+    meta_step(s, b)
     assert same_weights(s["rater"], r, atol=1e-12), "the rater is not one AdamW step (clip 2.0) on rater_objective"
 
 
@@ -274,7 +279,7 @@ def test_a_reference_worse_on_chosen_rows_makes_the_rater_raise_those_rows_logit
     margin = lambda: (lambda z: z[:2].mean() - z[2:].mean())(s["rater"].logits(b["feats"])[0]).item()
     before = margin()
     for _ in range(10):
-        metagrad.meta_step(s, b)
+        meta_step(s, b)
     assert margin() > before + 0.5, f"logit margin of the better rows {before:.3f} -> {margin():.3f}"
 
 
@@ -291,14 +296,14 @@ def test_a_non_finite_loss_raises_FloatingPointError_before_any_update():
     s["reference"] = broken
     primary, r = copy.deepcopy(s["primary"]), copy.deepcopy(s["rater"])
     with pytest.raises(FloatingPointError):
-        metagrad.meta_step(s, b)
+        meta_step(s, b)
     assert same_weights(s["primary"], primary, atol=0) and same_weights(s["rater"], r, atol=0), \
         "check the losses for finiteness before any update"
 
 
 def test_two_meta_steps_match_the_reference_implementations_snapshot():
     """Two alchemist steps from fixed seeds (float64): the rater's weights, fingerprints of both models, the running
-    scale and baseline and the returned numbers match course/data/ex3_meta_step.json to 1e-8."""
+    scale and baseline and the returned numbers match course/snapshots/ex3_meta_step.json to 1e-8."""
     with open(SNAPSHOT) as f:
         expected = json.load(f)
     got = meta_steps_snapshot()
@@ -323,7 +328,7 @@ def test_a_rater_trained_on_a_synthetic_quality_signal_ranks_by_it():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(512, 6, generator=g)
     feats[:, 0] = quality  # the quality is readable from the features
-    r = rater.Rater(6, width=16)
+    r = Rater(6, width=16)
     opt = torch.optim.AdamW(r.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05)
     s, history, steps = dict(scale=None, baseline=None), [], 300
     for k in range(steps):
@@ -332,7 +337,7 @@ def test_a_rater_trained_on_a_synthetic_quality_signal_ranks_by_it():
         W_batch = torch.sigmoid(group_logit)
         W = r.instance_weights(z) * W_batch
         signal = -quality[rows] + 2.0 * torch.randn(64, generator=g) - 3.0 * k / steps
-        loss, batch_signal = metagrad.rater_objective(s, z, group_logit, W, signal, 0.05)
+        loss, batch_signal = rater_objective(s, z, group_logit, W, signal, 0.05)
         opt.zero_grad()
         loss.backward()
         opt.step()

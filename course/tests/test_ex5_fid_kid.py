@@ -6,6 +6,9 @@ through the eigenvalues of S1 S2; KID against the unbiased MMD^2 counted pair by
 import numpy as np
 
 import evaluate
+from api import exercise_api
+
+mean_cov, frechet_distance, kid = exercise_api(5)
 
 
 def spd(d, rng, rank=None):
@@ -17,7 +20,7 @@ def spd(d, rng, rank=None):
 def test_mean_cov_is_the_mean_and_numpys_unbiased_covariance_in_float64():
     """mean_cov(x) = (x.mean(0), np.cov(x, rowvar=False)): N - 1 in the denominator, float64 even from float32."""
     x = np.random.default_rng(0).normal(size=(50, 7)).astype(np.float32)
-    mu, cov = evaluate.mean_cov(x)
+    mu, cov = mean_cov(x)
     assert mu.dtype == np.float64 and cov.dtype == np.float64 and cov.shape == (7, 7), \
         f"float64 mean [D] and covariance [D, D], got {mu.dtype} and {cov.dtype} {cov.shape}"
     assert np.allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12), "the mean over rows"
@@ -30,14 +33,14 @@ def test_fid_of_a_distribution_with_itself_is_zero():
     rng = np.random.default_rng(1)
     for rank, tol in ((None, 1e-9), (3, 1e-6)):
         mu, s = rng.normal(size=8), spd(8, rng, rank)
-        assert abs(evaluate.frechet_distance(mu, s, mu, s)) < tol * np.trace(s)
+        assert abs(frechet_distance(mu, s, mu, s)) < tol * np.trace(s)
 
 
 def test_equal_covariances_leave_the_squared_distance_of_the_means():
     """S1 = S2: FID = |mu1 - mu2|^2."""
     rng = np.random.default_rng(2)
     mu1, mu2, s = rng.normal(size=6), rng.normal(size=6), spd(6, rng)
-    assert np.isclose(evaluate.frechet_distance(mu1, s, mu2, s), ((mu1 - mu2) ** 2).sum(), rtol=1e-9)
+    assert np.isclose(frechet_distance(mu1, s, mu2, s), ((mu1 - mu2) ** 2).sum(), rtol=1e-9)
 
 
 def test_diagonal_covariances_match_the_closed_form():
@@ -45,8 +48,8 @@ def test_diagonal_covariances_match_the_closed_form():
     rng = np.random.default_rng(3)
     mu1, mu2, a, b = rng.normal(size=5), rng.normal(size=5), rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
-    assert np.isclose(evaluate.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)), expected, rtol=1e-9), \
-        f"{evaluate.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)):.8g} against the closed form {expected:.8g}"
+    assert np.isclose(frechet_distance(mu1, np.diag(a), mu2, np.diag(b)), expected, rtol=1e-9), \
+        f"{frechet_distance(mu1, np.diag(a), mu2, np.diag(b)):.8g} against the closed form {expected:.8g}"
 
 
 def test_commuting_covariances_match_the_closed_form():
@@ -57,8 +60,8 @@ def test_commuting_covariances_match_the_closed_form():
     s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
     mu = np.zeros(6)
     expected = a.sum() + b.sum() - 2 * np.sqrt(a * b).sum()
-    assert np.isclose(evaluate.frechet_distance(mu, s1, mu, s2), expected, rtol=1e-9), \
-        f"{evaluate.frechet_distance(mu, s1, mu, s2):.8g} against the closed form {expected:.8g}"
+    assert np.isclose(frechet_distance(mu, s1, mu, s2), expected, rtol=1e-9), \
+        f"{frechet_distance(mu, s1, mu, s2):.8g} against the closed form {expected:.8g}"
 
 
 def test_general_covariances_match_the_eigenvalues_of_S1_S2():
@@ -68,7 +71,7 @@ def test_general_covariances_match_the_eigenvalues_of_S1_S2():
         mu1, mu2, s1, s2 = rng.normal(size=d), rng.normal(size=d), spd(d, rng), spd(d, rng)
         tr_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).real.clip(0)).sum()
         expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
-        got = evaluate.frechet_distance(mu1, s1, mu2, s2)
+        got = frechet_distance(mu1, s1, mu2, s2)
         assert isinstance(got, float) and np.isclose(got, expected, rtol=1e-8), (d, got, expected)
 
 
@@ -89,7 +92,7 @@ def test_kid_of_whole_sets_is_the_unbiased_mmd_counted_pair_by_pair():
     kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
-    mean, std = evaluate.kid(x, y, n_subsets=3, subset_size=m)
+    mean, std = kid(x, y, n_subsets=3, subset_size=m)
     assert np.isclose(mean, kxx + kyy - 2 * kxy, rtol=1e-9) and abs(std) < 1e-9, (mean, kxx + kyy - 2 * kxy)
 
 
@@ -97,8 +100,8 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_a_shift
     """Two samples of N(0, I): |KID| below 3 std of its subsets; shifted by 0.5: clearly positive."""
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
-    mean, std = evaluate.kid(a, b, n_subsets=20, subset_size=100)
-    shifted, _ = evaluate.kid(a, b + 0.5, n_subsets=20, subset_size=100)
+    mean, std = kid(a, b, n_subsets=20, subset_size=100)
+    shifted, _ = kid(a, b + 0.5, n_subsets=20, subset_size=100)
     assert std > 0 and abs(mean) < 3 * std, (mean, std)
     assert shifted > 10 * std, (shifted, std)
 
@@ -107,8 +110,8 @@ def test_kid_draws_its_subsets_from_the_seed():
     """The same seed gives the same (mean, std), another seed other subsets; subsets larger than a set shrink to it."""
     rng = np.random.default_rng(9)
     a, b = rng.normal(size=(60, 4)), rng.normal(size=(50, 4))
-    first = evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=1)
-    assert first == evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=1), \
+    first = kid(a, b, n_subsets=5, subset_size=20, seed=1)
+    assert first == kid(a, b, n_subsets=5, subset_size=20, seed=1), \
         "one np.random.default_rng(seed) draws the subsets"
-    assert first != evaluate.kid(a, b, n_subsets=5, subset_size=20, seed=2), "the seed must choose the subsets"
-    assert all(np.isfinite(evaluate.kid(a, b, n_subsets=2, subset_size=1000)))
+    assert first != kid(a, b, n_subsets=5, subset_size=20, seed=2), "the seed must choose the subsets"
+    assert all(np.isfinite(kid(a, b, n_subsets=2, subset_size=1000)))

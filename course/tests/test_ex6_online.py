@@ -12,7 +12,11 @@ import torch
 import data
 import proxy
 import train_t2i
+from api import exercise_api
 from tiny import SIZE, captions, dit, pictures
+
+online_scores, jest_select, AjestSwitch = exercise_api(6)
+rf_loss = exercise_api(1)[0]  # exercise 1, which this one needs
 
 N = 12
 
@@ -45,7 +49,7 @@ def models():
 def test_learnability_of_two_identical_models_is_exactly_zero():
     """Both models see the SAME t and noise, so a learner scored against its own copy gets exactly 0 on every row."""
     learner = models()[0]
-    score, l_learn, l_ref = train_t2i.online_scores(learner, copy.deepcopy(learner), *super_batch(), "jest")
+    score, l_learn, l_ref = online_scores(learner, copy.deepcopy(learner), *super_batch(), "jest")
     assert score.shape == (N,) and torch.count_nonzero(score) == 0 and torch.equal(l_learn, l_ref)
 
 
@@ -54,10 +58,10 @@ def test_learnability_is_the_learners_loss_minus_the_references_on_the_same_draw
     """(score, learner loss, reference loss) with score = L(learner) - L(reference), each rf_loss on the given draws."""
     learner, reference = models()
     x0, tok, t, noise = super_batch(1)
-    score, l_learn, l_ref = train_t2i.online_scores(learner, reference, x0, tok, t, noise, mode)
+    score, l_learn, l_ref = online_scores(learner, reference, x0, tok, t, noise, mode)
     with torch.no_grad():
-        expected_learn = proxy.rf_loss(learner, x0, tok, t=t, noise=noise)
-        expected_ref = proxy.rf_loss(reference, x0, tok, t=t, noise=noise)
+        expected_learn = rf_loss(learner, x0, tok, t=t, noise=noise)
+        expected_ref = rf_loss(reference, x0, tok, t=t, noise=noise)
     assert torch.allclose(l_learn, expected_learn) and torch.allclose(l_ref, expected_ref), \
         "each loss is proxy.rf_loss on the given t and noise"
     assert torch.allclose(score, expected_learn - expected_ref) and torch.count_nonzero(score) == N, \
@@ -72,13 +76,13 @@ def test_hard_learner_and_easy_reference_run_only_the_model_they_need():
     batch = super_batch(2)
     with torch.no_grad():
         x0, tok, t, noise = batch
-        l_learn, l_ref = (proxy.rf_loss(m, x0, tok, t=t, noise=noise) for m in (learner, reference))
+        l_learn, l_ref = (rf_loss(m, x0, tok, t=t, noise=noise) for m in (learner, reference))
     c_learn, c_ref = Counting(learner), Counting(reference)
-    hard = train_t2i.online_scores(c_learn, c_ref, *batch, "hard_learner")
+    hard = online_scores(c_learn, c_ref, *batch, "hard_learner")
     assert c_ref.calls == 0 and hard[2] is None, "hard_learner: the reference is not run, its loss is None"
     assert torch.allclose(hard[0], l_learn) and torch.allclose(hard[1], l_learn)
     c_learn, c_ref = Counting(learner), Counting(reference)
-    easy = train_t2i.online_scores(c_learn, c_ref, *batch, "easy_reference")
+    easy = online_scores(c_learn, c_ref, *batch, "easy_reference")
     assert c_learn.calls == 0 and easy[1] is None and torch.allclose(easy[0], -l_ref) and torch.allclose(easy[2], l_ref)
 
 
@@ -88,7 +92,7 @@ def test_hard_learner_and_easy_reference_run_only_the_model_they_need():
 def test_jest_select_keeps_distinct_rows_and_repeats_for_a_seed():
     """keep distinct int64 positions in 0..n-1, for any chunks and temperature; the same generator seed repeats them."""
     score = torch.randn(40, generator=torch.Generator().manual_seed(0))
-    pick = lambda seed, **kw: train_t2i.jest_select(score, 8, generator=torch.Generator().manual_seed(seed), **kw)
+    pick = lambda seed, **kw: jest_select(score, 8, generator=torch.Generator().manual_seed(seed), **kw)
     for kw in [dict(), dict(chunks=3, temperature=1.0), dict(chunks=100, temperature=10.0)]:
         keep = pick(0, **kw)
         assert keep.shape == (8,) and keep.dtype == torch.int64 and len(set(keep.tolist())) == 8, keep
@@ -101,7 +105,7 @@ def test_temperature_zero_or_tiny_keeps_the_top_rows():
     score = torch.randn(40, generator=torch.Generator().manual_seed(0))
     top = set(score.topk(8).indices.tolist())
     for temperature in (0.0, 1e-6):
-        keep = train_t2i.jest_select(score, 8, temperature=temperature, generator=torch.Generator().manual_seed(3))
+        keep = jest_select(score, 8, temperature=temperature, generator=torch.Generator().manual_seed(3))
         assert set(keep.tolist()) == top, temperature
 
 
@@ -109,7 +113,7 @@ def test_one_pick_follows_the_softmax_of_score_over_temperature():
     """One row: P(i) = softmax(score / temperature)_i (10000 draws, within 5 binomial standard deviations)."""
     score, temperature, n = torch.tensor([0.0, 0.1, 0.2, 0.4]), 0.2, 10000
     g = torch.Generator().manual_seed(0)
-    counts = torch.bincount(torch.cat([train_t2i.jest_select(score, 1, temperature=temperature, generator=g)
+    counts = torch.bincount(torch.cat([jest_select(score, 1, temperature=temperature, generator=g)
                                        for _ in range(n)]), minlength=4).double() / n
     p = (score.double() / temperature).softmax(0)
     assert torch.all((counts - p).abs() <= 5 * (p * (1 - p) / n).sqrt()), (counts, p)
@@ -122,7 +126,7 @@ def test_two_picks_follow_sequential_sampling_without_replacement(chunks):
     g = torch.Generator().manual_seed(1)
     counts = {}
     for _ in range(n):
-        pair = tuple(sorted(train_t2i.jest_select(score, 2, chunks=chunks, temperature=temperature,
+        pair = tuple(sorted(jest_select(score, 2, chunks=chunks, temperature=temperature,
                                                   generator=g).tolist()))
         counts[pair] = counts.get(pair, 0) + 1
     p = (score.double() / temperature).softmax(0).tolist()
@@ -140,14 +144,14 @@ MEANS = [(2.0, 1.0), (1.5, 1.0), (1.0, 1.0), (0.9, 1.0), (1.2, 1.0), (0.5, 1.0),
 
 
 def run_switch(mode):
-    switch = train_t2i.AjestSwitch(mode)
+    switch = AjestSwitch(mode)
     return switch, [switch.update(step, learner, reference) for step, (learner, reference) in enumerate(MEANS)]
 
 
 def test_early_ajest_selects_until_the_learner_first_beats_the_reference_then_never_again():
     """early_ajest: on, and watching, until the first super-batch with learner mean < reference mean (step 3, which is
     already off); then off for good and no longer watching; crossed_at = 3."""
-    switch = train_t2i.AjestSwitch("early_ajest")
+    switch = AjestSwitch("early_ajest")
     assert switch.on and switch.watching, "early AJEST starts selecting, and watching for the crossing"
     switch, seen = run_switch("early_ajest")
     assert seen == [True, True, True, False, False, False, False], seen
@@ -157,7 +161,7 @@ def test_early_ajest_selects_until_the_learner_first_beats_the_reference_then_ne
 
 def test_late_ajest_starts_selecting_at_the_first_crossing_for_good():
     """late_ajest: off (but watching) until step 3, on from step 3 whatever the losses do later."""
-    switch = train_t2i.AjestSwitch("late_ajest")
+    switch = AjestSwitch("late_ajest")
     assert not switch.on and switch.watching
     switch, seen = run_switch("late_ajest")
     assert seen == [False, False, False, True, True, True, True], seen
@@ -185,7 +189,7 @@ def test_the_selection_hook_keeps_the_rows_of_highest_learnability_at_temperatur
     keep = sel(0, learner, images, tok, t, noise, torch.Generator())
     x = data.to_float(images)
     with torch.no_grad():
-        score = proxy.rf_loss(learner, x, tok, t=t, noise=noise) - proxy.rf_loss(reference, x, tok, t=t, noise=noise)
+        score = rf_loss(learner, x, tok, t=t, noise=noise) - rf_loss(reference, x, tok, t=t, noise=noise)
     assert set(keep.tolist()) == set(score.topk(4).indices.tolist()), "the top learnability rows"
 
 
