@@ -164,7 +164,8 @@ def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3, l
     method and data set) and b_k the baseline (alchemist_rater_loss).
     In order: W (Eq. 7/8 from rater.logits and rater.instance_weights, W_batch = 1 without the group head); L(theta;
     x_i) and L_val(theta) on b's draws; the signal h, detached, from the models as they are (alchemist: the gap to
-    L(theta_ref; x_i) on the same draws); rater_objective (called once); FloatingPointError if any loss is not
+    L(theta_ref; x_i) on the same draws; simplified: L(theta; x_i); exact: exact_signal(primary, W, eta, L(theta;
+    x_i), **b)); rater_objective (called once); FloatingPointError if any loss is not
     finite; then update() the rater (RATER_CLIP), the primary on Eq. 5 (MODEL_CLIP) and, in alchemist without
     --simplified, the reference on Eq. 4 (MODEL_CLIP); then b_{k+1} = SIGNAL_DECAY b_k + (1 - SIGNAL_DECAY) * the
     batch signal. Returns dict(W_batch, entropy = -sum w_inst log w_inst / log B, rater_loss), floats."""

@@ -71,8 +71,7 @@ def gumbel_top_k(log_w, count, rng):
     sequential picks. Why not the obvious ways: the sequential loop itself costs O(count * N), hours for 5M picks out
     of 10M; "top-k of w_i * U_i" or "draw with replacement and de-duplicate" are fast but sample another distribution;
     keeping each row with probability ~ w_i (Poisson sampling) gives a random count. Working in log space also means
-    that a row far out in the Gaussian's tail keeps a tiny positive weight instead of underflowing to 0.
-    log_w float [N], rng a numpy Generator (one rng.gumbel(size=N) draw) -> `count` distinct positions, int [count]."""
+    that a row far out in the Gaussian's tail keeps a tiny positive weight instead of underflowing to 0."""
     keys = log_w + rng.gumbel(size=len(log_w))
     if count == len(keys):
         return np.arange(len(keys))
@@ -119,11 +118,8 @@ def block(scores, count, rng=None, start=None, **_):
 
 
 def shift_gsample(scores, count, rng, discard_top=None, mu=MU, sigma=SIGMA, **_):
-    """Eq. 11: discard the top `discard_top`% of the ranking, then sample `count` of the rest without replacement
-    with p(i) ~ exp(-(q_i - mu)^2 / (2 sigma^2)), q_i the row's percentile (in [discard_top, 100]).
-    discard_top None: default_discard_top(count / N). The discarded top is the first round(discard_top / 100 * N)
-    rows of ranking(scores); the row of rank r sits at q = 100 (r + 1/2) / N; the draw is gumbel_top_k on log p;
-    check_pool refuses a count larger than what is left. Returns the subset format (as_subset)."""
+    """Eq. 11: drop the first round(discard_top N / 100) rows of ranking(scores) (None: default_discard_top(count / N)),
+    sample `count` of the rest by gumbel_top_k on log p(i) = -(q_i - mu)^2 / (2 sigma^2), q_i = 100 (r_i + 1/2) / N."""
     n = len(scores)
     discard_top = default_discard_top(count / n) if discard_top is None else discard_top
     first = int(round(discard_top / 100 * n))  # ranks [0, first) are the discarded top
