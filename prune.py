@@ -113,8 +113,8 @@ def block(scores, count, rng=None, start=None, **_):
 
 
 def shift_gsample(scores, count, rng, discard_top=None, mu=MU, sigma=SIGMA, **_):
-    """Eq. 11: discard the top `discard_top`% of the ranking, then sample `count` of the rest without replacement
-    with p(i) ~ exp(-(q_i - mu)^2 / (2 sigma^2)), q_i the row's percentile (in [discard_top, 100])."""
+    """Eq. 11: drop the first round(discard_top N / 100) rows of ranking(scores) (None: default_discard_top(count / N)),
+    sample `count` of the rest by gumbel_top_k on log p(i) = -(q_i - mu)^2 / (2 sigma^2), q_i = 100 (r_i + 1/2) / N."""
     n = len(scores)
     discard_top = default_discard_top(count / n) if discard_top is None else discard_top
     first = int(round(discard_top / 100 * n))  # ranks [0, first) are the discarded top
