@@ -375,6 +375,7 @@ class Run:
             self.bar.close()
 
     def diverged(self, step):
+        self.bar.close()  # the error then starts a line of its own
         kept = (f"last good checkpoint: {self.path}, step {self.last_ckpt}" if self.last_ckpt else
                 "no checkpoint written yet")
         return data.DataError(f"non-finite loss at step {step}; lower --lr ({kept})")
