@@ -382,8 +382,9 @@ def line_plot(curves, path, title, xlabel="training step", width=640, height=360
         return
     x1, y0, y1 = max(1, max(n for n, _ in pts)), min(v for _, v in pts), max(v for _, v in pts)
     y0, y1 = (y0, y1) if y1 > y0 else (y0 - 1, y1 + 1)
+    key = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(str(k)) for k in curves)  # the legend's width
     L, T, W, H = 60, 30, width - 200, height - 70
-    img = Image.new("RGB", (width, height), "white")
+    img = Image.new("RGB", (max(width, int(L + W + 24 + key)), height), "white")
     pen = ImageDraw.Draw(img)
     pen.text((L, 8), title, fill="black")
     pen.rectangle([L, T, L + W, T + H], outline="black")
