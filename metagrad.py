@@ -90,7 +90,8 @@ def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_
 def exact_signal(primary, W, eta, loss_train=None, **b):
     """h_i = d L_val(theta'(W)) / d W_i [B], detached: what raising row i's weight does to the validation loss
     after the virtual step (about -eta grad L_val . grad L(x_i)). sum_i W_i(mu) h_i then has exactly the gradient
-    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below."""
+    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below. b: draw_batch's
+    keys (feats unused). The primary's .grad is left alone: differentiate in a detached copy of W (autograd.grad)."""
     W = W.detach().requires_grad_(True)
     loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta, loss_train=loss_train)
     return torch.autograd.grad(loss, W)[0]
