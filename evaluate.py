@@ -69,14 +69,14 @@ def fid(feats_a, feats_b):
 
 
 def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
-    """Unbiased MMD^2 with the kernel k(x,y) = (x.y/d + 1)^3 (Binkowski 2018): (mean, std) over random subsets."""
+    """Unbiased MMD^2 (the within-set means leave out the diagonal), k(x,y) = (x.y/d + 1)^3 (Binkowski 2018): (mean,
+    std) over n_subsets pairs of m = min(subset_size, len(a), len(b)) rows (a's, then b's) from default_rng(seed)."""
     a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
     m, d = min(subset_size, len(a), len(b)), a.shape[1]
     rng, mmd = np.random.default_rng(seed), []
     for _ in range(n_subsets):
         x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
         kxx, kyy, kxy = ((p @ q.T / d + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))  # (m, m) each
-        # unbiased: the within-set means leave out the diagonal k(x_i, x_i)
         mmd.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
     return float(np.mean(mmd)), float(np.std(mmd))
 

@@ -90,7 +90,8 @@ def exact_rater_loss(primary, W, x, tok, t, noise, x_val, tok_val, t_val, noise_
 def exact_signal(primary, W, eta, loss_train=None, **b):
     """h_i = d L_val(theta'(W)) / d W_i [B], detached: what raising row i's weight does to the validation loss
     after the virtual step (about -eta grad L_val . grad L(x_i)). sum_i W_i(mu) h_i then has exactly the gradient
-    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below."""
+    d L_val(theta'(W(mu))) / d mu (the chain rule), so the exact method shares Eq. 6's form below. b: draw_batch's
+    keys (feats unused). The primary's .grad is left alone: differentiate in a detached copy of W (autograd.grad)."""
     W = W.detach().requires_grad_(True)
     loss = exact_rater_loss(primary, W, **{k: v for k, v in b.items() if k != "feats"}, eta=eta, loss_train=loss_train)
     return torch.autograd.grad(loss, W)[0]
@@ -127,9 +128,10 @@ def draw_batch(gen, feats_all, train, val, batch_size, device, rows=None):
 
 
 def rater_objective(s, z, z_group, W, signal, logit_decay):
-    """The rater's loss at step k, sum_i W_i (h_i / s_k - b_k) + logit_penalty, and sum_i w_inst_i h_i / s_k (the
-    batch's weighted signal, which the caller folds into b_{k+1} once the step is known to be finite). Updates the
-    running scale s_k of h (the EMA of its batch std) in `s`; the first step sets s_k and b_k."""
+    """The rater's loss at step k, sum_i W_i (h_i / s_k - b_k) + logit_penalty(z, z_group, ...), and sum_i w_inst_i
+    h_i / s_k, w_inst = W / sum W detached (the batch's weighted signal, which the caller folds into b_{k+1} once the
+    step is known to be finite). Updates s["scale"] = s_k, the EMA (SIGNAL_DECAY) of std(h); the first step (None)
+    sets s_k = std(h) and s["baseline"] = b_k = the batch's weighted signal."""
     spread = signal.std().item()
     s["scale"] = spread if s["scale"] is None else SIGNAL_DECAY * s["scale"] + (1 - SIGNAL_DECAY) * spread
     signal = signal / max(s["scale"], 1e-12)
@@ -140,10 +142,13 @@ def rater_objective(s, z, z_group, W, signal, logit_decay):
 
 
 def meta_step(s, b, method="alchemist", simplified=False, gamma=0.5, eta=1e-3, logit_decay=0.05):
-    """One step of the chosen method on batch b (draw_batch); updates the models, optimisers, scale and baseline in
-    `s` in place and returns the numbers the log needs. Raises FloatingPointError before any update on a non-finite
-    loss. Every method computes a per-row signal h_i (lower = a row whose weight helps), then steps the rater on
-    sum_i W_i (h_i / s_k - b_k) + the logit penalty (rater_objective)."""
+    """One step of the chosen method on batch b (draw_batch), as the module docstring lists; updates the models,
+    optimisers, scale and baseline in `s` in place. In order: W (Eq. 7-8; W_batch = 1 without the group head);
+    L(theta; x_i) and L_val(theta) on b's own (t, noise); the per-row signal h_i (lower = a row whose weight helps),
+    detached: exact_signal, Eq. 9's L(theta; x_i) or Eq. 6's gap to the reference; rater_objective, once. A non-finite
+    loss raises FloatingPointError before any update; then update() the rater (RATER_CLIP), the primary (Eq. 5) and,
+    if used, the reference (Eq. 4), both MODEL_CLIP; b_{k+1} = EMA (SIGNAL_DECAY) of the batch signal. Returns floats
+    dict(W_batch, entropy = -sum w_inst log w_inst / log(max(2, B)) (1 = uniform), rater_loss)."""
     net, primary = s["rater"], s["primary"]
     z, z_group = net.logits(b["feats"])  # (B,), () at mu_k
     w_inst = net.instance_weights(z)  # (B,) Eq. 7, sums to 1

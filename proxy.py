@@ -181,9 +181,9 @@ def sample_t(n, generator=None, device="cpu"):
 
 
 def rf_loss(model, x0, tokens, t=None, noise=None, generator=None):
-    """Per-sample rectified-flow loss ||v(x_t, t, c) - (eps - x0)||^2, [B]. Pass `t` [B] and `noise` [B,3,H,W] to
-    compare models on the same draws; leave them None to draw fresh ones from `generator` (on the CPU, so that a seed
-    fixes them on any device)."""
+    """Per-sample rectified-flow loss mean_CHW (v(x_t, t, tokens) - (eps - x0))^2 [B], x_t = (1 - t) x0 + t eps. Pass
+    `t` [B] and `noise` [B,3,H,W] to compare models on the same draws; left None, t = sample_t(B) and then noise =
+    randn(x0.shape) are drawn from `generator` on the CPU (a seed fixes them on any device), then moved to x0's."""
     B = x0.shape[0]
     t = sample_t(B, generator, x0.device) if t is None else t
     noise = torch.randn(x0.shape, generator=generator).to(x0.device) if noise is None else noise
@@ -212,10 +212,10 @@ def sample_loss(model, x0, tokens, draws):
 
 @torch.no_grad()
 def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance=1.0):
-    """Euler sampler from t=1 (noise) to t=0 with classifier-free guidance, v = v_null + cfg (v_text - v_null), and
-    with a `guide` autoguidance (Karras et al. 2024): D_w = w D_main + (1 - w) D_guide, w = `guidance`, the guide a
-    smaller and/or earlier model of the same task; CFG acts inside each model first (cfg=1: autoguidance alone, as in
-    the paper). tokens int64 [B,L] on the model's device -> images float [B,3,H,W] in [-1, 1]."""
+    """Euler from x = randn((B,3,S,S), generator=torch.Generator().manual_seed(seed)) at t=1, S = config['image_size']:
+    x <- x - v / steps at t = 1, 1 - 1/steps, ..., 1/steps, then clamped to [-1, 1]. CFG inside each model first,
+    v = v_null + cfg (v_text - v_null) (null caption: data.null_tokens; cfg=1: v_text alone), then autoguidance by a
+    smaller/earlier `guide`: D_w = w D_main + (1 - w) D_guide (Karras 2024) as velocities, w = `guidance` (1: none)."""
     device, B, size = tokens.device, tokens.shape[0], model.config["image_size"]
     x = torch.randn((B, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(device)
     null = data.null_tokens(B, tokens.shape[1]).to(device)

@@ -114,7 +114,8 @@ def block(scores, count, rng=None, start=None, **_):
 
 def shift_gsample(scores, count, rng, discard_top=None, mu=MU, sigma=SIGMA, **_):
     """Eq. 11: drop the first round(discard_top N / 100) rows of ranking(scores) (None: default_discard_top(count / N)),
-    sample `count` of the rest by gumbel_top_k on log p(i) = -(q_i - mu)^2 / (2 sigma^2), q_i = 100 (r_i + 1/2) / N."""
+    sample `count` of the rest by gumbel_top_k on log p(i) = -(q_i - mu)^2 / (2 sigma^2), q_i = 100 (r_i + 1/2) / N.
+    check_pool refuses a pool smaller than `count`; returns as_subset(rows, N), sorted unique int64."""
     n = len(scores)
     discard_top = default_discard_top(count / n) if discard_top is None else discard_top
     first = int(round(discard_top / 100 * n))  # ranks [0, first) are the discarded top

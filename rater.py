@@ -135,6 +135,8 @@ class Rater(nn.Module):
         return torch.softmax(torch.sigmoid(z) / self.temperature, dim=0)
 
     def forward(self, f):
+        """Eq. 8: f [B, D] -> (W, z, W_batch): z, z_group = self.logits(f); W_batch = sigmoid(z_group), or a 1 of f's
+        dtype and device without the group head; W_i = instance_weights(z)_i * W_batch [B], with its graph."""
         z, z_group = self.logits(f)
         w_inst = self.instance_weights(z)  # (B,)  Eq. 7
         W_batch = torch.sigmoid(z_group) if self.use_group else torch.ones((), dtype=f.dtype, device=f.device)

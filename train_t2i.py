@@ -100,20 +100,24 @@ class AjestSwitch:
         self.mode, self.crossed_at = mode, None  # crossed_at: the step at which the learner first beat the reference
 
     @property
-    def watching(self):  # AJEST, before the crossing: both losses are needed on every super-batch
+    def watching(self):
+        """AJEST (early or late) before the crossing: both losses are needed on every super-batch."""
         return self.mode in ("early_ajest", "late_ajest") and self.crossed_at is None
 
     @property
     def on(self):
+        """Whether this step selects, by mode and crossed_at, as in the class's docstring."""
         if self.mode == "early_ajest":
             return self.crossed_at is None
         return self.crossed_at is not None if self.mode == "late_ajest" else self.mode != "none"
 
     @property
-    def scoring(self):  # rows are scored while selecting, and by AJEST until its switch (early AJEST: never after)
+    def scoring(self):
+        """Whether the super-batch is scored: while selecting, and by AJEST until its switch (early: never after)."""
         return self.on or self.watching
 
     def update(self, step, learner_mean, reference_mean):
+        """While watching, a super-batch with learner_mean < reference_mean sets crossed_at = step; returns self.on."""
         if self.watching and learner_mean < reference_mean:
             self.crossed_at = step
         return self.on

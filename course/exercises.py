@@ -22,7 +22,7 @@ EXERCISES = [
         goal="Write the training loss of a text-to-image rectified-flow model and its sampler, with classifier-free "
              "guidance and autoguidance. Every later stage measures data through this loss, and every picture comes "
              "from this sampler.",
-        blank=[("proxy.py", "rf_loss", "the per-sample rectified-flow loss on (t, noise) draws, with caption drop"),
+        blank=[("proxy.py", "rf_loss", "the per-sample rectified-flow loss on given or fresh (t, noise) draws"),
                ("proxy.py", "sample_images", "Euler from t=1 to t=0 with classifier-free guidance and autoguidance")],
         equations=[("rectified flow", "x_t = (1 - t) x0 + t eps, t ~ U(0, 1); the model predicts v = eps - x0; "
                     "L = mean over pixels of (v_theta(x_t, t, c) - (eps - x0))^2, per sample"),
@@ -35,7 +35,8 @@ EXERCISES = [
                "The model is any callable model(x_t, t, tokens) -> v; do not call .item() or detach: the loss must "
                "stay differentiable in the model's weights.",
                "In the sampler, apply CFG inside each model first, then mix main and guide (torch.lerp does it).",
-               "data.null_tokens(B, L) is the null caption."],
+               "data.null_tokens(B, L) is the null caption; proxy.train (given) puts it in place of 10% of the "
+               "captions (CFG_DROP) before calling your loss: that is how the model learns v_null."],
         tests="test_ex1_flow.py",
         see=([SETUP, "python proxy.py --data runs/course/shapes --out runs/course/proxy --preset quick --steps 300"],
              "about 1 min. proxy_report.json: val_loss 0.08-0.11 (reference, seeds 0 and 1: 0.089, 0.097); "
@@ -58,7 +59,7 @@ EXERCISES = [
                "ranking(), as_subset() and check_pool() are given; np.argpartition finds the top k in O(N).",
                "Percentiles: the row of rank r of N sits at q = 100 (r + 1/2) / N."],
         tests="test_ex2_selection.py",
-        see=([SETUP, "python prune.py --data runs/course/shapes --score clarity --out runs/course/clarity.npy",
+        see=([SETUP, "python prune.py --data runs/course/shapes --scorer clarity --out runs/course/clarity.npy",
               "python prune.py --scores runs/course/clarity.npy --strategy shift_gsample --keep 0.5 "
               "--data runs/course/shapes --out runs/course/shift50.npy"],
              "seconds. Kept 1000 of 2000 rows from percentile 25.0 on, the middle 80% of them in 30-70, mean 50.1. "
@@ -79,12 +80,12 @@ EXERCISES = [
                ("metagrad.py", "rater_objective", "the scaled signal, the running scale and baseline, the logit prior"),
                ("metagrad.py", "meta_step", "one meta step: the signal, then the rater, primary and reference steps")],
         equations=[("Eq. 4", "theta_ref <- step on mean_i L(theta_ref; x_i): the reference learns from everything"),
-                   ("Eq. 5", "theta <- step on g L_val(theta) + (1 - g) sum_i W_i L(theta; x_i), W detached"),
-                   ("Eq. 6", "mu <- step on sum_i W_i(mu) (gap_i - b), gap_i = L(theta; x_i) - L(theta_ref; x_i) "
+                   ("Eq. 5", "theta <- step on gamma L_val(theta) + (1 - gamma) sum_i W_i L(theta; x_i), W detached"),
+                   ("Eq. 6", "mu <- step on sum_i W_i(mu) (h_i - b), h_i = L(theta; x_i) - L(theta_ref; x_i) "
                     "on the same (t, noise), detached; b the REINFORCE baseline (our deviation)"),
                    ("Eq. 7", "w_inst_i = softmax_i(sigmoid(z_i) / tau)"),
-                   ("Eq. 8", "W_i = w_inst_i * W_batch, W_batch = sigmoid(group logit)"),
-                   ("Eq. 9", "--simplified: gap_i = L(theta; x_i), no reference")],
+                   ("Eq. 8", "W_i = w_inst_i * W_batch, W_batch = sigmoid(z_group), the group head's logit"),
+                   ("Eq. 9", "--simplified: h_i = L(theta; x_i), no reference")],
         hints=["The signal is computed once, before any model moves, from both models on the batch's own draws.",
                "metagrad.update(opt, loss, params, clip) is given: it steps only `params`.",
                "Why the baseline leaves the instance head alone: sum_i w_inst_i = 1, so sum_i grad w_inst_i = 0.",
@@ -157,10 +158,11 @@ EXERCISES = [
         goal="Select each training batch from a larger scored one while training: score rows by learnability "
              "(learner loss minus reference loss on the same draws), sample without replacement from a softmax, and "
              "switch selection off for good once the learner beats its reference (early AJEST).",
-        blank=[("train_t2i.py", "online_scores", "learnability and the other scores of a super-batch, same draws"),
+        blank=[("train_t2i.py", "learnability", "the scores of a super-batch from loss(learner) and loss(reference)"),
                ("train_t2i.py", "jest_select", "keep rows sampled chunk by chunk from softmax(score / temperature)"),
                ("train_t2i.py", "AjestSwitch.watching", "whether both losses are needed: AJEST before its switch"),
                ("train_t2i.py", "AjestSwitch.on", "whether selection is on in this mode and state"),
+               ("train_t2i.py", "AjestSwitch.scoring", "whether this step's super-batch is scored at all"),
                ("train_t2i.py", "AjestSwitch.update", "record the first crossing and return whether selection is on")],
         equations=[("learnability (JEST, RHO-LOSS)", "s_i = L(learner; x_i, t_i, eps_i) - L(reference; x_i, t_i, "
                     "eps_i), the same (t, eps) for both"),
@@ -168,7 +170,8 @@ EXERCISES = [
                     "temperature 0: the top rows"),
                    ("early AJEST", "select until the first super-batch where mean L(learner) < mean L(reference), "
                     "then uniform batches for good")],
-        hints=["Two equal models must score exactly 0: pass the very same t and noise to both.",
+        hints=["`loss` fixes the draws: call it once for each model the mode needs (both models with `both`), so two "
+               "equal models score exactly 0.",
                "A Gumbel top-k per chunk, with the rows chosen earlier masked to -inf.",
                "The super-batch that crosses is already on the new side of the switch."],
         tests="test_ex6_online.py",

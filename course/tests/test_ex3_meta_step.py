@@ -54,14 +54,14 @@ def test_the_temperature_caps_the_ratio_of_two_weights_at_e_to_the_1_over_tau():
 
 
 def test_eq8_forward_gives_W_equal_w_inst_times_W_batch_with_z_and_W_batch():
-    """Eq. 8: forward(f) = (W, z, W_batch): z and the group logit from logits(f), W_batch = sigmoid(group logit),
+    """Eq. 8: forward(f) = (W, z, W_batch): z and the z_group from logits(f), W_batch = sigmoid(z_group),
     W = w_inst * W_batch, so sum_i W_i = W_batch; W stays differentiable."""
     r, f = new_rater(), features()
     W, z, W_batch = r(f)
-    z_ref, group_logit = r.logits(f)
-    assert torch.allclose(z, z_ref, rtol=1e-12) and torch.allclose(W_batch, torch.sigmoid(group_logit), rtol=1e-12), \
-        "z and W_batch = sigmoid(group logit) come from self.logits(f)"
-    assert torch.allclose(W, r.instance_weights(z_ref) * torch.sigmoid(group_logit), rtol=1e-12), \
+    z_ref, z_group = r.logits(f)
+    assert torch.allclose(z, z_ref, rtol=1e-12) and torch.allclose(W_batch, torch.sigmoid(z_group), rtol=1e-12), \
+        "z and W_batch = sigmoid(z_group) come from self.logits(f)"
+    assert torch.allclose(W, r.instance_weights(z_ref) * torch.sigmoid(z_group), rtol=1e-12), \
         "Eq. 8: W = w_inst * W_batch"
     assert torch.allclose(W.sum(), W_batch, rtol=1e-12) and W.requires_grad, "W must stay differentiable"
 
@@ -116,34 +116,36 @@ def test_the_baseline_leaves_the_instance_head_alone_and_sets_the_sign_of_W_batc
 
 
 def test_rater_objective_is_the_scaled_signal_minus_the_running_baseline_plus_the_logit_prior():
-    """s_k = 0.9 s_{k-1} + 0.1 std(h); loss = sum_i W_i (h_i / s_k - b_k) + decay (mean z^2 + g^2); b_k moves later."""
+    """s_k = 0.9 s_{k-1} + 0.1 std(h); loss = sum_i W_i (h_i / s_k - b_k) + decay (mean z^2 + z_group^2); b_k moves
+    later."""
     r, f = new_rater(), features(16)
     signal = torch.rand(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5
-    z, g = r.logits(f)
-    W = r.instance_weights(z) * torch.sigmoid(g)
+    z, z_group = r.logits(f)
+    W = r.instance_weights(z) * torch.sigmoid(z_group)
     w_inst = (W / W.sum()).detach()
     s = dict(scale=2.0, baseline=0.7)  # a run in progress
-    loss, batch_signal = rater_objective(s, z, g, W, signal, 0.05)
+    loss, batch_signal = rater_objective(s, z, z_group, W, signal, 0.05)
     scale = 0.9 * 2.0 + 0.1 * signal.std().item()
     assert s["scale"] == pytest.approx(scale, rel=1e-12), "the running scale: an EMA (decay 0.9) of std(h)"
     assert s["baseline"] == 0.7, "b_k is updated by meta_step after the step, not here"
     assert batch_signal == pytest.approx((w_inst * signal / scale).sum().item(), rel=1e-12)
-    expected = (W * (signal / scale - 0.7)).sum() + 0.05 * (z.pow(2).mean() + g.pow(2))
+    expected = (W * (signal / scale - 0.7)).sum() + 0.05 * (z.pow(2).mean() + z_group.pow(2))
     assert torch.allclose(loss, expected, rtol=1e-12), \
-        f"loss {loss.item():.6g}, expected sum_i W_i (h_i / s_k - b_k) + decay (mean z^2 + g^2) = {expected.item():.6g}"
+        f"loss {loss.item():.6g}, expected sum_i W_i (h_i / s_k - b_k) + decay (mean z^2 + z_group^2) = " \
+        f"{expected.item():.6g}"
 
 
 def test_rater_objectives_first_step_sets_the_scale_and_the_baseline_from_the_batch():
     """First call (None, None): s_1 = std(h) and b_1 = sum_i w_inst_i h_i / s_1, so W_batch feels only the prior."""
     r, f = new_rater(), features(16)
     signal = torch.rand(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5
-    z, g = r.logits(f)
-    W = r.instance_weights(z) * torch.sigmoid(g)
+    z, z_group = r.logits(f)
+    W = r.instance_weights(z) * torch.sigmoid(z_group)
     s = dict(scale=None, baseline=None)
-    loss, batch_signal = rater_objective(s, z, g, W, signal, 0.05)
+    loss, batch_signal = rater_objective(s, z, z_group, W, signal, 0.05)
     assert s["scale"] == pytest.approx(signal.std().item(), rel=1e-12) and s["baseline"] == batch_signal
-    assert torch.allclose(torch.autograd.grad(loss, g)[0], 0.1 * g, atol=1e-12), \
-        "on the first step b_1 is the batch signal itself, so the group logit feels the prior alone"
+    assert torch.allclose(torch.autograd.grad(loss, z_group)[0], 0.1 * z_group, atol=1e-12), \
+        "on the first step b_1 is the batch signal itself, so the z_group feels the prior alone"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_
     draws = (b["x"], b["tok"], b["t"], b["noise"])
     with torch.no_grad():
         gap = rf_loss(s["primary"], *draws) - (0 if simplified else rf_loss(s["reference"], *draws))
-        z, group_logit = copy.deepcopy(s["rater"]).logits(b["feats"])
+        z, z_group = copy.deepcopy(s["rater"]).logits(b["feats"])
     seen, real = [], rater_objective  # meta_step must call it by its name in its module:
     monkeypatch.setattr(sys.modules[real.__module__], real.__name__, lambda *a: seen.append(a) or real(*a))
     out = meta_step(s, b, simplified=simplified)
@@ -166,10 +168,10 @@ def test_the_signal_is_the_loss_gap_on_the_batchs_own_draws_before_either_model_
     assert torch.allclose(seen[0][4], gap, rtol=1e-10, atol=1e-12), "the gap of the two models on the batch's draws"
     w_inst = torch.softmax(torch.sigmoid(z) / s["rater"].temperature, 0)
     assert s["baseline"] == pytest.approx((w_inst * gap).sum().item() / gap.std().item(), rel=1e-9)
-    assert out["W_batch"] == pytest.approx(torch.sigmoid(group_logit).item(), rel=1e-12)
+    assert out["W_batch"] == pytest.approx(torch.sigmoid(z_group).item(), rel=1e-12)
     assert out["entropy"] == pytest.approx((-(w_inst * w_inst.log()).sum() / np.log(4)).item(), rel=1e-9)
-    assert out["rater_loss"] == pytest.approx(float(real(dict(scale=None, baseline=None), z, group_logit,
-                                                         w_inst * torch.sigmoid(group_logit), gap, 0.05)[0]), rel=1e-9)
+    assert out["rater_loss"] == pytest.approx(float(real(dict(scale=None, baseline=None), z, z_group,
+                                                         w_inst * torch.sigmoid(z_group), gap, 0.05)[0]), rel=1e-9)
 
 
 def constant_rater():
@@ -188,7 +190,7 @@ def test_constant_weights_reproduce_plain_training():
     loss = lambda m: rf_loss(m, b["x"], b["tok"], b["t"], b["noise"]).mean()
     primary, reference = plain_step(s["primary"], loss), plain_step(s["reference"], loss)
     meta_step(s, b, gamma=0.0)
-    assert same_weights(s["primary"], primary, atol=1e-10), "Eq. 5 with W = 1/B, g = 0 is plain training"
+    assert same_weights(s["primary"], primary, atol=1e-10), "Eq. 5 with W = 1/B, gamma = 0 is plain training"
     assert same_weights(s["reference"], reference, atol=1e-10), "Eq. 4: the reference steps on the plain mean loss"
 
 
@@ -216,7 +218,7 @@ def test_eq5_the_primary_steps_on_the_weighted_rows_and_the_validation_batch_in_
     expected = plain_step(s["primary"], row if gamma == 0 else val)
     meta_step(s, b, gamma=gamma)
     assert same_weights(s["primary"], expected, atol=1e-10), \
-        "theta steps on g L_val + (1 - g) sum_i W_i L(theta; x_i)" if gamma == 0 else "g = 1: the validation loss"
+        "theta steps on gamma L_val + (1 - gamma) sum_i W_i L(theta; x_i)" if gamma == 0 else "gamma = 1: L_val alone"
 
 
 @pytest.mark.parametrize("simplified", [False, True])
@@ -249,9 +251,9 @@ def test_the_rater_takes_one_adamw_step_on_rater_objective():
     draws = (b["x"], b["tok"], b["t"], b["noise"])
     with torch.no_grad():
         gap = rf_loss(s["primary"], *draws) - rf_loss(s["reference"], *draws)
-    z, g = r.logits(b["feats"])
-    loss, _ = rater_objective(dict(scale=None, baseline=None), z, g, r.instance_weights(z) * torch.sigmoid(g),
-                                       gap, 0.05)
+    z, z_group = r.logits(b["feats"])
+    W = r.instance_weights(z) * torch.sigmoid(z_group)
+    loss, _ = rater_objective(dict(scale=None, baseline=None), z, z_group, W, gap, 0.05)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(r.parameters(), 2.0)
@@ -333,11 +335,11 @@ def test_a_rater_trained_on_a_synthetic_quality_signal_ranks_by_it():
     s, history, steps = dict(scale=None, baseline=None), [], 300
     for k in range(steps):
         rows = torch.randint(512, (64,), generator=g)
-        z, group_logit = r.logits(feats[rows])
-        W_batch = torch.sigmoid(group_logit)
+        z, z_group = r.logits(feats[rows])
+        W_batch = torch.sigmoid(z_group)
         W = r.instance_weights(z) * W_batch
         signal = -quality[rows] + 2.0 * torch.randn(64, generator=g) - 3.0 * k / steps
-        loss, batch_signal = rater_objective(s, z, group_logit, W, signal, 0.05)
+        loss, batch_signal = rater_objective(s, z, z_group, W, signal, 0.05)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,8 +1,8 @@
-"""Exercise 6: online selection (train_t2i.online_scores, train_t2i.jest_select, train_t2i.AjestSwitch).
+"""Exercise 6: online selection (train_t2i.learnability, train_t2i.jest_select, train_t2i.AjestSwitch).
 
-Scores are checked on tiny DiTs against the losses computed by hand on the same draws; sampling by counting
-against the exact probabilities of sequential draws without replacement from softmax(score / temperature); the
-switch on hand-made sequences of losses.
+Scores are checked with a loss whose value for each model is known and that counts its calls, and on tiny DiTs
+against the losses computed by hand on the same draws; sampling by counting against the exact probabilities of
+sequential draws without replacement from softmax(score / temperature); the switch on hand-made sequences of losses.
 """
 import copy
 
@@ -15,7 +15,7 @@ import train_t2i
 from api import exercise_api
 from tiny import SIZE, captions, dit, pictures
 
-online_scores, jest_select, AjestSwitch = exercise_api(6)
+learnability, jest_select, AjestSwitch = exercise_api(6)
 rf_loss = exercise_api(1)[0]  # exercise 1, which this one needs
 
 N = 12
@@ -43,47 +43,68 @@ def models():
     return dit(0, dtype=torch.float32).eval(), dit(1, dtype=torch.float32, width=8).eval()
 
 
+class KnownLoss:
+    """loss(model) for two stand-in models, "learner" and "reference": fixed per-row losses (with a gradient, as a
+    real loss has), and a record of the models it was called with."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.values = {m: (torch.rand(N, generator=g) + 0.1).requires_grad_() for m in ("learner", "reference")}
+        self.calls = []
+
+    def __call__(self, model):
+        self.calls.append(model)
+        return self.values[model] * 1.0
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Scores
 
 def test_learnability_of_two_identical_models_is_exactly_zero():
-    """Both models see the SAME t and noise, so a learner scored against its own copy gets exactly 0 on every row."""
+    """loss(model) fixes the draws, so a learner scored against its own copy gets exactly 0 on every row."""
     learner = models()[0]
-    score, l_learn, l_ref = online_scores(learner, copy.deepcopy(learner), *super_batch(), "jest")
+    x0, tok, t, noise = super_batch()
+    loss = lambda m: rf_loss(m, x0, tok, t=t, noise=noise)
+    score, l_learn, l_ref = learnability(loss, learner, copy.deepcopy(learner), "jest")
     assert score.shape == (N,) and torch.count_nonzero(score) == 0 and torch.equal(l_learn, l_ref)
 
 
 @pytest.mark.parametrize("mode", ["jest", "early_ajest", "late_ajest"])
-def test_learnability_is_the_learners_loss_minus_the_references_on_the_same_draws(mode):
-    """(score, learner loss, reference loss) with score = L(learner) - L(reference), each rf_loss on the given draws."""
-    learner, reference = models()
-    x0, tok, t, noise = super_batch(1)
-    score, l_learn, l_ref = online_scores(learner, reference, x0, tok, t, noise, mode)
-    with torch.no_grad():
-        expected_learn = rf_loss(learner, x0, tok, t=t, noise=noise)
-        expected_ref = rf_loss(reference, x0, tok, t=t, noise=noise)
-    assert torch.allclose(l_learn, expected_learn) and torch.allclose(l_ref, expected_ref), \
-        "each loss is proxy.rf_loss on the given t and noise"
-    assert torch.allclose(score, expected_learn - expected_ref) and torch.count_nonzero(score) == N, \
-        "learnability = learner loss - reference loss"
-    assert not score.requires_grad, "scoring needs no gradients"
+def test_learnability_is_the_learners_loss_minus_the_references(mode):
+    """(score, learner loss, reference loss) with score = loss(learner) - loss(reference), loss called once for each
+    model; scoring needs no gradients."""
+    loss = KnownLoss(1)
+    score, l_learn, l_ref = learnability(loss, "learner", "reference", mode)
+    a, b = (loss.values[m].detach() for m in ("learner", "reference"))
+    assert sorted(loss.calls) == ["learner", "reference"], f"loss called for {loss.calls}: once for each model"
+    assert torch.equal(l_learn, a) and torch.equal(l_ref, b), "return the two models' losses as loss(model) gave them"
+    assert torch.equal(score, a - b), "learnability = loss(learner) - loss(reference)"
+    assert not score.requires_grad, "scoring needs no gradients (keep the decorator)"
 
 
 def test_hard_learner_and_easy_reference_run_only_the_model_they_need():
-    """hard_learner: (L(learner), L(learner), None), the reference never runs; easy_reference: (-L(reference), None,
-    L(reference)), the learner never runs."""
-    learner, reference = models()
-    batch = super_batch(2)
-    with torch.no_grad():
-        x0, tok, t, noise = batch
-        l_learn, l_ref = (rf_loss(m, x0, tok, t=t, noise=noise) for m in (learner, reference))
-    c_learn, c_ref = Counting(learner), Counting(reference)
-    hard = online_scores(c_learn, c_ref, *batch, "hard_learner")
-    assert c_ref.calls == 0 and hard[2] is None, "hard_learner: the reference is not run, its loss is None"
-    assert torch.allclose(hard[0], l_learn) and torch.allclose(hard[1], l_learn)
-    c_learn, c_ref = Counting(learner), Counting(reference)
-    easy = online_scores(c_learn, c_ref, *batch, "easy_reference")
-    assert c_learn.calls == 0 and easy[1] is None and torch.allclose(easy[0], -l_ref) and torch.allclose(easy[2], l_ref)
+    """hard_learner: (L(learner), L(learner), None), loss never called for the reference; easy_reference:
+    (-L(reference), None, L(reference)), never for the learner."""
+    loss = KnownLoss(2)
+    a, b = (loss.values[m].detach() for m in ("learner", "reference"))
+    score, l_learn, l_ref = learnability(loss, "learner", "reference", "hard_learner")
+    assert loss.calls == ["learner"] and l_ref is None, "hard_learner: the reference is not run, its loss is None"
+    assert torch.equal(score, a) and torch.equal(l_learn, a)
+    loss.calls = []
+    score, l_learn, l_ref = learnability(loss, "learner", "reference", "easy_reference")
+    assert loss.calls == ["reference"] and l_learn is None, "easy_reference: the learner is not run, its loss is None"
+    assert torch.equal(score, -b) and torch.equal(l_ref, b)
+
+
+@pytest.mark.parametrize("mode", ["jest", "hard_learner", "easy_reference"])
+def test_both_computes_both_losses_whatever_the_mode_and_leaves_the_score(mode):
+    """both=True: loss is called for the learner and the reference in every mode, both are returned, and the score is
+    the mode's own."""
+    loss = KnownLoss(3)
+    a, b = (loss.values[m].detach() for m in ("learner", "reference"))
+    score, l_learn, l_ref = learnability(loss, "learner", "reference", mode, both=True)
+    assert sorted(loss.calls) == ["learner", "reference"] and torch.equal(l_learn, a) and torch.equal(l_ref, b)
+    assert torch.equal(score, dict(jest=a - b, hard_learner=a, easy_reference=-b)[mode])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,32 +170,40 @@ def run_switch(mode):
 
 
 def test_early_ajest_selects_until_the_learner_first_beats_the_reference_then_never_again():
-    """early_ajest: on, and watching, until the first super-batch with learner mean < reference mean (step 3, which is
-    already off); then off for good and no longer watching; crossed_at = 3."""
+    """early_ajest: on, watching and scoring until the first super-batch with learner mean < reference mean (step 3,
+    which is already off); then off for good, neither watching nor scoring; crossed_at = 3."""
     switch = AjestSwitch("early_ajest")
-    assert switch.on and switch.watching, "early AJEST starts selecting, and watching for the crossing"
+    assert switch.on and switch.watching and switch.scoring, "early AJEST starts selecting, and watching the losses"
     switch, seen = run_switch("early_ajest")
     assert seen == [True, True, True, False, False, False, False], seen
-    assert switch.crossed_at == 3 and not switch.on and not switch.watching, \
-        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}"
+    assert switch.crossed_at == 3 and not switch.on and not switch.watching and not switch.scoring, \
+        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}, scoring {switch.scoring}"
 
 
 def test_late_ajest_starts_selecting_at_the_first_crossing_for_good():
-    """late_ajest: off (but watching) until step 3, on from step 3 whatever the losses do later."""
+    """late_ajest: off (but watching, so scoring) until step 3, on from step 3 whatever the losses do later."""
     switch = AjestSwitch("late_ajest")
-    assert not switch.on and switch.watching
+    assert not switch.on and switch.watching and switch.scoring
     switch, seen = run_switch("late_ajest")
     assert seen == [False, False, False, True, True, True, True], seen
-    assert switch.crossed_at == 3 and switch.on and not switch.watching, \
-        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}"
+    assert switch.crossed_at == 3 and switch.on and not switch.watching and switch.scoring, \
+        f"crossed_at {switch.crossed_at}, on {switch.on}, watching {switch.watching}, scoring {switch.scoring}"
 
 
 @pytest.mark.parametrize("mode", ["jest", "hard_learner", "easy_reference"])
 def test_the_other_modes_always_select_and_never_watch(mode):
-    """jest, hard_learner, easy_reference: on at every step, never watching, no crossing recorded."""
+    """jest, hard_learner, easy_reference: on and scoring at every step, never watching, no crossing recorded."""
     switch, seen = run_switch(mode)
-    assert seen == [True] * len(MEANS) and switch.crossed_at is None and not switch.watching, \
-        f"updates {seen}, crossed_at {switch.crossed_at}, watching {switch.watching}"
+    assert seen == [True] * len(MEANS) and switch.crossed_at is None and not switch.watching and switch.scoring, \
+        f"updates {seen}, crossed_at {switch.crossed_at}, watching {switch.watching}, scoring {switch.scoring}"
+
+
+def test_no_online_selection_never_selects_watches_or_scores():
+    """none: off at every step, never watching nor scoring, no crossing recorded."""
+    switch, seen = run_switch("none")
+    assert seen == [False] * len(MEANS) and switch.crossed_at is None, f"updates {seen}, crossed_at {switch.crossed_at}"
+    assert not switch.on and not switch.watching and not switch.scoring, \
+        f"on {switch.on}, watching {switch.watching}, scoring {switch.scoring}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
