@@ -15,8 +15,6 @@ from a template: "a small red circle at the top left and a large blue square at 
   blur        down-sampled 4x and up-sampled again
   watermark   a bright stamp blended over the bottom-right corner
   duplicate   exact copies of a few trivially simple images ("a red circle") -- plain, easy, uninformative
-After the banner, the plumbing: the helpers every stage shares (the loader and its checks, the atomic writer, the
-one-line error, the device), the importers of real images, the picture grids and the command line.
 """
 import argparse
 import contextlib
@@ -60,8 +58,7 @@ def words(caption):
 
 
 def tokenize(captions, vocab, length):
-    """Captions -> int64 [N, length], 0-padded; unknown words (and the special tokens written out) become <unk>, long
-    captions are cut."""
+    """Captions -> int64 [N, length], 0-padded, cut at `length`; unknown words (and written-out specials) -> <unk>."""
     index = {w: i for i, w in enumerate(vocab) if w not in SPECIALS}
     out = torch.zeros(len(captions), length, dtype=torch.int64)
     for r, c in enumerate(captions):

@@ -413,10 +413,9 @@ def main(argv=None):
                                                                "keep it fixed across compared runs (FID grows ~1/N)")
     p.add_argument("--repeat", action="store_true", help="cycle the test prompts when --n-samples exceeds them")
     p.add_argument("--cfg", type=data.finite, default=3.0, help="classifier-free guidance weight (1 = no guidance)")
-    p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): sample with D_w = w D_model + "
-                   "(1 - w) D_guide, the guide a smaller and/or earlier model of the same data (e.g. train_t2i.py "
-                   "--guide-at's guide.pt). With --cfg != 1, CFG is applied inside each model first; --cfg 1 for "
-                   "autoguidance alone")
+    p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): D_w = w D_model + (1 - w) "
+                   "D_guide, the guide a smaller and/or earlier model of the same data (train_t2i.py --guide-at's "
+                   "guide.pt); CFG (--cfg != 1) applies inside each model first: --cfg 1 for autoguidance alone")
     p.add_argument("--guidance", type=data.finite, help="autoguidance weight w with --guide (default 2; 1 = none)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
