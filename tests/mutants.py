@@ -159,6 +159,13 @@ MUTANTS = [
     mutant("fid_cross_term_sign", "FID adds the cross term", "evaluate.py",
            "np.trace(sigma2) - 2 * tr_sqrt", "np.trace(sigma2) + 2 * tr_sqrt",
            "test_evaluate.py::test_fid_of_a_set_with_itself_is_zero"),
+    # --- the grid's verdicts --------------------------------------------------------------------------------------
+    mutant("claims_ignore_spread", "a claim ignores the measured cross-machine spread (seed std alone)", "ablate.py",
+           "2 * max(sa, sb, SPREAD[key])", "2 * max(sa, sb)",
+           "test_ablate.py::test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std_or_the_spread"),
+    mutant("claims_one_std", "a claim counts a difference of one seed std", "ablate.py",
+           "2 * max(sa, sb, SPREAD[key])", "max(sa, sb, SPREAD[key])",
+           "test_ablate.py::test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std_or_the_spread"),
 ]
 
 

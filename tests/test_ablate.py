@@ -98,7 +98,8 @@ def fake_rows(fid, gen):
             for (m, k) in fid for s in range(len(fid[(m, k)]))]
 
 
-def test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std():
+def test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std_or_the_spread(monkeypatch):
+    monkeypatch.setattr(ablate, "SPREAD", {"fid": 0.0, "geneval_overall": 0.0})  # the seeds' std alone first
     base = {("full", 1.0): [0.030, 0.032, 0.034], ("random", 0.5): [0.028, 0.030, 0.032],
             ("alchemist_shift_gsample", 0.2): [0.0290, 0.0300, 0.0310], ("alchemist_top_k", 0.2): [0.020, 0.021, 0.022],
             ("alchemist_gsample", 0.2): [0.029, 0.030, 0.031],
@@ -116,6 +117,11 @@ def test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std
     gen = {k: [0.9 - 10 * f for f in v] for k, v in fid.items()}
     lines = {line.split(":")[0]: line for line in ablate.claims(fake_rows(fid, gen))}
     assert "not decided" in lines["1. Alchemist 50% beats Full"]
+    fid[("alchemist_shift_gsample", 0.5)] = [0.010, 0.011, 0.012]  # 0.021 apart: holds, until SPREAD's floor is 0.011
+    gen = {k: [0.9 - 10 * f for f in v] for k, v in fid.items()}
+    for floor, verdict in [(0.010, "**holds**"), (0.011, "not decided")]:
+        monkeypatch.setattr(ablate, "SPREAD", {"fid": floor, "geneval_overall": 10 * floor})
+        assert verdict in {l.split(":")[0]: l for l in ablate.claims(fake_rows(fid, gen))}["1. Alchemist 50% beats Full"]
 
 
 def test_methods_cuts_the_grid_and_prepares_only_what_the_cut_needs(tmp_path, monkeypatch, capsys):
