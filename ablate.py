@@ -306,9 +306,9 @@ def results_md(rows, sel, P, preset, seconds):
         ("fid", 4), ("kid_mean", 4), ("clip_score", 3), ("geneval_overall", 2), ("recovered", 2),
         ("recovered_geneval", 2), ("noise_rate", 3)]) + " |" for m, k in dict.fromkeys(
         (r["method"], float(r["keep"])) for r in rows)]
-    lines += ["", "## The paper's claims, here", ""] + claims(rows) + [
+    lines += ["", "## The paper's claims, here", ""] + claims(rows) + ([
         "", "## What each selection keeps (seed 0): the share of each defect type kept", "",
-        "| method | keep | " + " | ".join(list(sel[0])[2:]) + " |", "|---|---|" + "---|" * (len(sel[0]) - 2)]
+        "| method | keep | " + " | ".join(list(sel[0])[2:]) + " |", "|---|---|" + "---|" * (len(sel[0]) - 2)] if sel else [])
     lines += [f"| {r['method']} | {int(round(r['keep'] * 100))}% | " + " | ".join(f"{r[k]:.2f}" for k in list(r)[2:])
               + " |" for r in sel]
     return "\n".join(lines) + "\n"
@@ -320,7 +320,7 @@ def write_results(rows, out, data_dir, P, preset, jobs, seconds):
     train = data.load_dataset(data_dir)  # what each subset (of seed 0) keeps of each defect type
     sel = [{"method": j["method"], "keep": j["keep"], **{n: round(c / t, 3) for _, n, c, t in prune.keep_rates(
         np.load(j["subset"]), train["defect"].numpy(), train["defect_names"])}} for j in firsts if j["subset"]]
-    write_csv(sel, os.path.join(out, "selection.csv"))
+    write_csv(sel, os.path.join(out, "selection.csv"), ["method", "keep", *train["defect_names"]])  # sel may be empty
     md = results_md(rows, sel, P, preset, seconds)
     data.atomic_save(md, os.path.join(out, "results.md"))
     curves = {f"{m} {int(k * 100)}%": mean_curve(rows, m, k) for m, k in [("full", 1.0), ("random", 0.5),

@@ -124,6 +124,15 @@ def test_claims_hold_only_where_the_difference_exceeds_twice_the_larger_seed_std
         assert verdict in {l.split(":")[0]: l for l in ablate.claims(fake_rows(fid, gen))}["1. Alchemist 50% beats Full"]
 
 
+def test_a_cut_without_any_subset_writes_an_empty_selection_table(tmp_path):
+    ablate.main(["--preset", "tiny", "--seeds", "1", "--methods", "full", "--runs", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert open(tmp_path / "results" / "selection.csv").read().splitlines() == [
+        "method,keep,clean,misaligned,noise,blur,watermark,duplicate"]
+    md = open(tmp_path / "results" / "results.md").read()
+    assert "| full | 100% |" in md and "What each selection keeps" not in md
+
+
 def test_methods_cuts_the_grid_and_prepares_only_what_the_cut_needs(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(ablate.PRESETS, "tiny", dict(ablate.PRESETS["tiny"], gpu_workers=3))  # CUDA only
     ablate.main(["--preset", "tiny", "--seeds", "1", "--methods", "random_50,full", "--runs", str(tmp_path / "runs"),
