@@ -393,9 +393,9 @@ def line_plot(curves, path, title, xlabel="training step", width=640, height=360
         pen.text((4, to(0, v)[1] - 6), f"{v:.3f}", fill="black")
     shown = -1e9
     for n in sorted({n for n, _ in pts}):  # a label at least 40 px from the last one, so that none overlap
-        if to(n, y0)[0] - shown >= 40:
-            pen.text((to(n, y0)[0] - 10, T + H + 6), str(n), fill="black")
-            shown = to(n, y0)[0]
+        if (x := to(n, y0)[0]) - shown >= 40:
+            pen.text((x - 10, T + H + 6), str(n), fill="black")
+            shown = x
     pen.text((L + W // 2 - 20, T + H + 22), xlabel, fill="black")
     for i, (label, c) in enumerate(curves.items()):
         colour, xy = list(COLOURS.values())[i % len(COLOURS)], [to(n, c[n]) for n in sorted(c)]
