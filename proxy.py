@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
@@ -246,22 +245,18 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
     `select` (online selection, train_t2i.py): select(step, model, images, tokens, t, noise, gen) -> the batch_size
     positions to keep of select.size rows drawn; its settings, log(), state_dict() go to the run's files.
     `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), a function of the step and the
-    generator only. Under torchrun every rank draws the same global batch and trains on its slice; DDP averages."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if batch_size % world:
-        raise data.DataError(f"--batch-size {batch_size} must be divisible by the {world} processes")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    generator only."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
     same = dict(data=data.fingerprint(images, tokens, run.vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
                 warmup=warmup, select=select.settings if select is not None else None, bf16=uses_bf16(device, precision))
     start = run.begin(steps, same, model, opt, gen, ema, select)  # 0, or where the resumed checkpoint stopped
-    mixed, mine = autocast(device, precision), slice(rank, None, world)  # bf16 products; this rank's share
+    mixed = autocast(device, precision)  # bf16 products
     model.train()
     for step in range(start, steps):
         n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
-        idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)  # global
+        idx = torch.randint(len(images), (n,), generator=gen) if sampler is None else sampler(step, n, gen)
         t = sample_t(n, gen)  # t ~ U(0, 1)
         noise = torch.randn((n, *images.shape[1:]), generator=gen)  # eps ~ N(0, I)
         drop = torch.rand(n, generator=gen) < CFG_DROP  # classifier-free guidance: null caption 10%
@@ -270,9 +265,9 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
             with mixed:
                 keep = select(step, model, images[idx], tok, t, noise, gen)  # (batch_size,) positions in 0..n-1
             idx, t, noise, tok = idx[keep], t[keep], noise[keep], tok[keep]
-        x0 = data.to_float(images[idx[mine]]).to(device)
+        x0 = data.to_float(images[idx]).to(device)
         with mixed:  # L_i = ||v(x_t, t, c) - (eps - x0)||^2, x_t = (1 - t) x0 + t eps
-            loss_i = rf_loss(net, x0, tok[mine].to(device), t=t[mine].to(device), noise=noise[mine].to(device))
+            loss_i = rf_loss(model, x0, tok.to(device), t=t.to(device), noise=noise.to(device))
         loss = loss_i.mean()
         if not torch.isfinite(loss):
             raise run.diverged(step + 1)
@@ -287,7 +282,7 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
             with torch.no_grad():
                 for k, v in model.state_dict().items():
                     ema[k].lerp_(v, 1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
-        run.record(step + 1, loss, loss_i, t[mine])  # the log; the hooks and the checkpoint when due
+        run.record(step + 1, loss, loss_i, t)  # the log; the hooks and the checkpoint when due
     model.eval()
     return model
 
@@ -299,13 +294,12 @@ class Run:
     """The plumbing of one train() run, so that train() is the loop alone: the checkpoint at `path` (every `ckpt_every`
     steps and at the end), which `resume` continues to the uninterrupted run's end; the log at `log_path` (every 50
     steps: the mean loss, the loss in ten bins of t, the samples seen, the selection's columns); the progress bar; and
-    on_log(step, model, ema) every `hook_every` steps and at the end (model.pt, snapshots, grids). Rank 0 writes."""
+    on_log(step, model, ema) every `hook_every` steps and at the end (model.pt, snapshots, grids)."""
 
     def __init__(self, path, vocab, resume=False, ckpt_every=500, log_path=None, desc="train", extra=None,
                  on_log=None, hook_every=None):
         self.path, self.vocab, self.resume, self.ckpt_every, self.log_path = path, vocab, resume, ckpt_every, log_path
         self.desc, self.extra, self.on_log, self.hook_every = desc, extra or {}, on_log, hook_every or ckpt_every
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
 
     def begin(self, steps, same, model, optimizer, rng, ema, select):
         """Hold what a checkpoint saves, load the checkpoint into it (--resume), write the log so far; the step to
@@ -318,11 +312,11 @@ class Run:
         if self.resume and os.path.exists(self.path):
             start, spent = self.load()
         self.t0, self.last_ckpt = time.time() - spent, start or None
-        if self.log_path and self.rank == 0:  # the header and the rows up to the checkpoint; one row at a time after
+        if self.log_path:  # the header and the rows up to the checkpoint; one row at a time after
             buf = io.StringIO()
             csv.writer(buf).writerows(self.rows)
             data.atomic_save(buf.getvalue(), self.log_path)
-        self.bar = tqdm(desc=self.desc, initial=start, total=steps, dynamic_ncols=True, disable=self.rank > 0)
+        self.bar = tqdm(desc=self.desc, initial=start, total=steps, dynamic_ncols=True)
         return start
 
     def load(self):  # the same `same` also means the same EMA (ema_decay) and selection (its settings) to load
@@ -358,13 +352,13 @@ class Run:
             self.rows.append([step, f"{np.mean(self.losses[-50:]):.5f}", f"{time.time() - self.t0:.1f}"] +
                              [f"{np.mean(b):.5f}" if b else "" for b in self.bins] + [step * self.same["batch_size"]] +
                              (list(self.select.log().values()) if self.select else []))
-            if self.log_path and self.rank == 0:
+            if self.log_path:
                 with open(self.log_path, "a", newline="") as f:
                     csv.writer(f).writerow(self.rows[-1])
             self.bins = [[] for _ in range(10)]
-        if self.rank == 0 and self.on_log and (step % self.hook_every == 0 or last):
+        if self.on_log and (step % self.hook_every == 0 or last):
             self.on_log(step, self.model, self.ema)
-        if self.rank == 0 and (step % self.ckpt_every == 0 or last):
+        if (step % self.ckpt_every == 0 or last):
             save_checkpoint(self.path, self.model, step, self.vocab, optimizer=self.optimizer.state_dict(),
                             rng=self.rng.get_state(), seconds=time.time() - self.t0,
                             **({"ema": self.ema} if self.ema is not None else {}),

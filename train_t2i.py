@@ -12,7 +12,6 @@ Writes:  RUN/model.pt           the EMA weights as "model" (+ config, step, voca
          RUN/samples.png        EMA samples for the first 16 validation prompts above their real images, with prompts
          RUN/samples_step{N}.png every --grid-every steps; RUN/snapshots/step{N}.pt (EMA) every --snapshot-every steps
 Run:     python train_t2i.py --data data/shapes --subset runs/x/shift50.npy --out runs/x/shift50 [--steps 3000]
-         torchrun --nproc_per_node 4 train_t2i.py ...      (same flags; DistributedDataParallel, no flag needed)
 
 Implements the last step of Alchemist (arXiv 2512.16905; its experiments train the target T2I model, STAR-0.3B, on
 the pruned subset and compare with the full set and with random subsets). Here the target is the proxy's DiT
@@ -40,7 +39,6 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 import data
 import proxy
@@ -248,8 +246,7 @@ def parse_args(argv=None):
         description="Train the target text-to-image DiT on a subset (--subset) or on the whole training set. Runs "
                     "are compared at an equal number of --steps (equal compute): a smaller subset is simply seen "
                     "more often. With --online, each batch is selected from a larger scored one (JEST / AJEST); "
-                    "log.csv then allows comparisons at equal kept samples and at equal wall-clock time. Several "
-                    "processes: run the same command under torchrun.")
+                    "log.csv then allows comparisons at equal kept samples and at equal wall-clock time.")
     p.add_argument("--data", required=True, help="data folder made by data.py (reads train.pt and val.pt)")
     p.add_argument("--subset", help="train only on these rows of train.pt (a sorted unique int64 .npy from prune.py); "
                                     "default: all rows")
@@ -259,7 +256,7 @@ def parse_args(argv=None):
                    help="model and schedule size: tiny (tests) | quick (width 64, depth 2; the CPU grid) | paper "
                         "(width 160, depth 6)")
     p.add_argument("--steps", type=int, help="training steps, the same for every subset compared (default: preset)")
-    p.add_argument("--batch-size", type=int, help="global batch size, split over torchrun processes (default: preset)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: preset)")
     p.add_argument("--lr", type=data.finite, help="AdamW learning rate after the linear warm-up (default: preset)")
     p.add_argument("--width", type=int, help="override the preset's model width (must divide by its heads)")
     p.add_argument("--depth", type=int, help="override the preset's number of DiT blocks")
@@ -313,29 +310,23 @@ def parse_args(argv=None):
 
 def main(argv=None):
     a = parse_args(argv)
-    # torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; only rank 0 prints and writes files.
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    stop = data.fail if rank == 0 else (lambda msg: sys.exit(2))  # bad input: one line (from rank 0), exit 2
-    say = print if rank == 0 else (lambda *args, **kw: None)
     cfg = dict(PRESETS[a.preset])
     cfg.update({k: v for k, v in dict(width=a.width, depth=a.depth).items() if v is not None})
     pick = lambda flag, name: cfg[name] if flag is None else flag  # None = the preset's; 0 is refused below
     steps, batch_size, lr = pick(a.steps, "steps"), pick(a.batch_size, "batch_size"), pick(a.lr, "lr")
     if min(steps, batch_size, cfg["width"], cfg["depth"]) < 1 or lr <= 0:
-        stop("--steps, --batch-size, --lr, --width and --depth must be positive")
+        data.fail("--steps, --batch-size, --lr, --width and --depth must be positive")
     if cfg["width"] % cfg["heads"]:
-        stop(f"--width {cfg['width']} must be divisible by the preset's {cfg['heads']} attention heads")
+        data.fail(f"--width {cfg['width']} must be divisible by the preset's {cfg['heads']} attention heads")
     if a.ckpt_every < 1 or a.snapshot_every < 0 or a.grid_every < 0 or not 0 <= a.ema < 1:
-        stop("--ckpt-every must be positive, --snapshot-every and --grid-every >= 0, --ema in [0, 1)")
+        data.fail("--ckpt-every must be positive, --snapshot-every and --grid-every >= 0, --ema in [0, 1)")
     if not 0 <= a.guide_at <= 1 or a.super_batch_factor < 1 or a.chunks < 1 or a.temperature < 0:
-        stop("--guide-at must be in [0, 1], --super-batch-factor >= 1, --chunks >= 1, --temperature >= 0")
+        data.fail("--guide-at must be in [0, 1], --super-batch-factor >= 1, --chunks >= 1, --temperature >= 0")
     needs_reference = a.online not in ("none", "hard_learner")
     if a.reference and not needs_reference:
-        stop(f"--online {a.online} uses no --reference")
-    if batch_size % world:
-        stop(f"--batch-size {batch_size} must be divisible by the {world} processes")
+        data.fail(f"--online {a.online} uses no --reference")
     if a.curriculum and a.online != "none":
-        stop("--curriculum and --online both choose the batches; use one of them")
+        data.fail("--curriculum and --online both choose the batches; use one of them")
     device = data.pick_device(a.device)
 
     # Everything that can be wrong with the input is checked before the first file is written.
@@ -354,27 +345,18 @@ def main(argv=None):
         data.check_out(a.out)
         sampler = load_curriculum(a.curriculum, len(d["images"]), rows, steps) if a.curriculum else None
     except data.DataError as e:
-        stop(str(e))
+        data.fail(str(e))
 
-    if world > 1:  # one process per device: gloo on the CPU, nccl on CUDA
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say, sampler)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, sampler)
 
 
-def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, world, stop, say, sampler=None):
+def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, sampler=None):
     size = d["images"].shape[-1]
-    torch.manual_seed(a.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(a.seed)
     model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
                       heads=cfg["heads"], text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]),
                       max_tokens=d["tokens"].shape[1]).to(device)
-    ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for writing and sampling (rank 0 only)
+    ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for writing and sampling
     if a.compile and device.type != "cuda":
         print("warning: --compile needs CUDA; ignored on the CPU", file=sys.stderr)
     elif a.compile:
@@ -382,23 +364,22 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, wo
     decay = a.ema
     state_path, model_path = os.path.join(a.out, "train_state.pt"), os.path.join(a.out, "model.pt")
     if a.resume and not os.path.exists(state_path):
-        say(f"note: --resume but no {state_path} yet; starting from step 0")
+        print(f"note: --resume but no {state_path} yet; starting from step 0")
     args = {k: v for k, v in vars(a).items() if v is not None}
     extra = {"weights": "ema" if decay > 0 else "raw", "ema_decay": decay, "args": args}
-    say(f"target: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} of "
-        f"{len(d['images'])} training rows, {steps} steps of {batch_size} on {device}"
-        f"{f' x {world} processes' if world > 1 else ''}, EMA decay {decay:.4f}")
+    print(f"target: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} of "
+          f"{len(d['images'])} training rows, {steps} steps of {batch_size} on {device}, EMA decay {decay:.4f}")
     select = None
-    if a.online != "none":  # every rank scores the whole super-batch and draws the same keep (shared generator)
+    if a.online != "none":
         select = OnlineSelection(a.online, reference.to(device) if reference is not None else None, batch_size,
                                  a.super_batch_factor, a.chunks, a.temperature)
-        say(f"online selection {a.online}: keep {batch_size} of {select.super_size} rows per step, temperature "
-            f"{a.temperature}" + (f", reference {sum(p.numel() for p in reference.parameters()) / 1e6:.2f}M "
-                                  "parameters" if reference is not None else ""))
+        print(f"online selection {a.online}: keep {batch_size} of {select.super_size} rows per step, temperature "
+              f"{a.temperature}" + (f", reference {sum(p.numel() for p in reference.parameters()) / 1e6:.2f}"
+                                    "M parameters" if reference is not None else ""))
     guide_step = max(1, round(a.guide_at * steps)) if a.guide_at > 0 else 0
 
     def on_log(step, model, ema):
-        """Called by proxy.train on rank 0 (see hook_every): model.pt, snapshots and grids, all from the EMA."""
+        """Called by proxy.train (see hook_every): model.pt, snapshots and grids, all from the EMA."""
         ema_model.load_state_dict(ema if ema is not None else model.state_dict())
         proxy.save_checkpoint(model_path, ema_model, step, d["vocab"], **extra)
         if a.snapshot_every and step % a.snapshot_every == 0:
@@ -410,24 +391,21 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, rank, wo
 
     # on_log runs at every checkpoint and wherever a grid, a snapshot or the guide is due (and at the end)
     hook_every = math.gcd(a.ckpt_every, a.snapshot_every, a.grid_every, guide_step)
-    if rank == 0:
-        os.makedirs(a.out, exist_ok=True)
+    os.makedirs(a.out, exist_ok=True)
     try:
         files = proxy.Run(state_path, d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every, hook_every=hook_every,
                           log_path=os.path.join(a.out, "log.csv"), desc="target", extra=extra, on_log=on_log)
         proxy.train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, files,
                     warmup=cfg["warmup"], ema_decay=decay, select=select, precision=a.precision, sampler=sampler)
-        if rank > 0:
-            return
         final, ckpt = proxy.load_proxy(model_path, device)  # exactly what evaluate.py will read
     except data.DataError as e:  # a --resume checkpoint of another model size, a non-finite loss
-        stop(str(e))
+        data.fail(str(e))
     proxy.sample_grid(final, val, os.path.join(a.out, "samples.png"), device=device)
     grids = sorted(f for f in os.listdir(a.out) if f.startswith("samples_step"))
     snaps = os.listdir(os.path.join(a.out, "snapshots")) if os.path.isdir(os.path.join(a.out, "snapshots")) else []
-    say(f"wrote {model_path} ({ckpt['weights']} weights, step {ckpt['step']}), train_state.pt, log.csv, samples.png"
-        f"{f', {len(grids)} samples_step*.png' if grids else ''}{f', {len(snaps)} snapshots/' if snaps else ''}"
-        f"{', guide.pt' if guide_step else ''} in {a.out}")
+    print(f"wrote {model_path} ({ckpt['weights']} weights, step {ckpt['step']}), train_state.pt, log.csv, samples.png"
+          f"{f', {len(grids)} samples_step*.png' if grids else ''}{f', {len(snaps)} snapshots/' if snaps else ''}"
+          f"{', guide.pt' if guide_step else ''} in {a.out}")
 
 
 if __name__ == "__main__":

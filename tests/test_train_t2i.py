@@ -1,7 +1,5 @@
 """Properties of the target training script (train_t2i.py), checked through its command line at tiny sizes."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ import proxy
 import train_t2i
 from conftest import assert_same, weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--width", "32", "--depth", "1", "--batch-size", "8", "--device", "cpu", "--grid-every", "0"]
 
 
@@ -70,23 +67,6 @@ def test_training_on_a_subset_only_ever_sees_its_rows(tiny_shapes, tmp_path, mon
     err = capsys.readouterr().err
     assert "--compile needs CUDA; ignored" in err  # on the CPU --compile warns and trains as usual
     assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["args"]["subset"] == str(tmp_path / "subset.npy")
-
-
-def test_torchrun_with_two_cpu_processes_matches_a_single_process_run(tiny_shapes, tmp_path):
-    """Both ranks draw the same global batch and take halves; DDP averages the gradients: the result equals one
-    process on the whole batch up to the order of float additions."""
-    args = ["--data", tiny_shapes, "--steps", "3", *TINY]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                        os.path.join(ROOT, "train_t2i.py"), *args, "--out", str(tmp_path / "ddp")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("wrote ") == 1  # only rank 0 prints (and writes)
-    train_t2i.main([*args, "--out", str(tmp_path / "one")])
-    for name in ["train_state.pt", "model.pt"]:
-        a, b = weights(tmp_path / "ddp" / name), weights(tmp_path / "one" / name)
-        for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-5), (name, k)
 
 
 @pytest.mark.parametrize("case", ["out_of_range", "duplicate", "empty", "no_data"])
