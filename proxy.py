@@ -1,6 +1,6 @@
 """proxy.py -- the small text-conditioned DiT, its rectified-flow loss, sampler and training loop; warms up a proxy.
 
-Reads:   D/train.pt (or D/val.pt with --split val), via data.load_dataset
+Reads:   D/train.pt and D/val.pt, via data.load_splits
 Writes:  RUN/proxy.pt (model, config, step, optimizer, EMA, RNG state), RUN/proxy_log.csv (loss overall and in ten
          bins of t), RUN/proxy_samples.png (samples with their prompts), RUN/proxy_report.json (losses by defect type)
 Run:     python proxy.py --data data/shapes --out runs/x [--preset tiny|quick|paper --steps 3000 --resume]
@@ -20,6 +20,7 @@ import csv
 import io
 import math
 import os
+import pathlib
 import time
 
 import numpy as np
@@ -43,8 +44,7 @@ CFG_DROP = 0.1  # fraction of captions replaced by the null caption in training 
 
 def timestep_embedding(t, dim):
     """Sinusoidal embedding of t in [0, 1]: [B] -> [B, dim] (frequencies as in DDPM/DiT, t scaled by 1000)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    freqs = torch.exp(-math.log(10000) * torch.arange(dim // 2, device=t.device, dtype=t.dtype) / (dim // 2))
     args = 1000 * t[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -78,9 +78,8 @@ class Attention(nn.Module):
 
     def forward(self, x, context=None, key_mask=None):
         B, T, C = x.shape
-        context = x if context is None else context
         split = lambda y: y.reshape(B, y.shape[1], self.heads, C // self.heads).transpose(1, 2)  # (B, h, T, d)
-        k, v = self.kv(context).chunk(2, dim=-1)
+        k, v = self.kv(x if context is None else context).chunk(2, dim=-1)
         y = attention(split(self.q(x)), split(k), split(v), key_mask)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
@@ -100,8 +99,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim)
         self.pos = nn.Parameter(torch.randn(1, max_tokens, dim) * 0.02)
-        self.layers = nn.ModuleList(nn.ModuleList([nn.LayerNorm(dim), Attention(dim, heads), nn.LayerNorm(dim), mlp(dim)])
-                                    for _ in range(depth))
+        self.layers = nn.ModuleList(nn.ModuleList([nn.LayerNorm(dim), Attention(dim, heads), nn.LayerNorm(dim),
+                                                   mlp(dim)]) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens):
@@ -195,16 +194,14 @@ def fixed_draws(k, shape, seed=0):
     """K shared (t, noise) draws: t at the K mid-quantiles of the uniform training density (stratified: K draws
     cover the whole range, t_j = (j + 1/2) / K), noise from `seed`. Returns t [k], noise [k, *shape]."""
     t = (torch.arange(k, dtype=torch.float32) + 0.5) / k
-    noise = torch.randn((k, *shape), generator=torch.Generator().manual_seed(seed))
-    return t, noise
+    return t, torch.randn((k, *shape), generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
 def sample_loss(model, x0, tokens, draws):
     """Mean loss of each sample over the K fixed draws (the same draws for every sample and every model): [B]."""
     t, noise = draws
-    B = x0.shape[0]
-    losses = [rf_loss(model, x0, tokens, t[j].expand(B).to(x0.device), noise[j].expand_as(x0).to(x0.device))
+    losses = [rf_loss(model, x0, tokens, t[j].expand(len(x0)).to(x0.device), noise[j].expand_as(x0).to(x0.device))
               for j in range(len(t))]
     return torch.stack(losses).mean(0)
 
@@ -238,21 +235,17 @@ def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance
 
 def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmup=100, ema_decay=0.0, select=None,
           sampler=None, precision="auto"):
-    """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW on the mean rf_loss,
-    linear warm-up over `warmup` steps, gradients clipped to norm 1; `run` (a Run) resumes, checkpoints, logs and
-    calls the hooks. One generator seeded by `seed` draws every batch, t, noise and caption drop. The EMA's decay
-    warms up as min(ema_decay, (1 + step) / (10 + step)): short runs do not average in the random initialisation.
-    `select` (online selection, train_t2i.py): select(step, model, images, tokens, t, noise, gen) -> the batch_size
-    positions to keep of select.size rows drawn; its settings, log(), state_dict() go to the run's files.
-    `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), a function of the step and the
-    generator only."""
+    """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW on the mean rf_loss;
+    `run` (a Run) resumes, checkpoints, logs and calls the hooks. `select` (online selection, train_t2i.py):
+    select(step, model, images, tokens, t, noise, gen) -> the batch_size positions to keep of the select.size rows
+    drawn. `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), from step and gen only."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
     same = dict(data=data.fingerprint(images, tokens, run.vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
-                warmup=warmup, select=select.settings if select is not None else None, bf16=uses_bf16(device, precision))
+                warmup=warmup, select=select.settings if select else None, bf16=uses_bf16(device, precision))
     start = run.begin(steps, same, model, opt, gen, ema, select)  # 0, or where the resumed checkpoint stopped
-    mixed = autocast(device, precision)  # bf16 products
+    mixed = torch.autocast(device.type, dtype=torch.bfloat16, enabled=same["bf16"])  # bf16 products, float32 weights
     model.train()
     for step in range(start, steps):
         n = select.size if select else batch_size  # online selection draws a super-batch and keeps batch_size of it
@@ -277,11 +270,10 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()  # Eq. 4 (AdamW for plain SGD): theta <- theta - b grad L(theta; batch)
-        if ema is not None:  # theta_ema <- decay theta_ema + (1 - decay) theta
+        if ema is not None:  # theta_ema <- decay theta_ema + (1 - decay) theta; a short run forgets its random start
             decay = min(ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    ema[k].lerp_(v, 1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+            for k, v in model.state_dict().items():  # detached tensors: no graph
+                ema[k].lerp_(v, 1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
         run.record(step + 1, loss, loss_i, t)  # the log; the hooks and the checkpoint when due
     model.eval()
     return model
@@ -291,10 +283,10 @@ def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmu
 # Plumbing: the run's files (Run), checkpoints, bf16, reports, the command line
 
 class Run:
-    """The plumbing of one train() run, so that train() is the loop alone: the checkpoint at `path` (every `ckpt_every`
-    steps and at the end), which `resume` continues to the uninterrupted run's end; the log at `log_path` (every 50
-    steps: the mean loss, the loss in ten bins of t, the samples seen, the selection's columns); the progress bar; and
-    on_log(step, model, ema) every `hook_every` steps and at the end (model.pt, snapshots, grids)."""
+    """All of a train() run but the loop: the checkpoint at `path` every `ckpt_every` steps and at the end (`resume`
+    continues it to the uninterrupted run's end), the log at `log_path` (a row every 50 steps: mean loss, loss in ten
+    bins of t, samples seen, the selection's log()), the progress bar, and on_log(step, model, ema) every `hook_every`
+    steps and at the end (train_t2i.py: model.pt, snapshots, grids)."""
 
     def __init__(self, path, vocab, resume=False, ckpt_every=500, log_path=None, desc="train", extra=None,
                  on_log=None, hook_every=None):
@@ -302,15 +294,31 @@ class Run:
         self.desc, self.extra, self.on_log, self.hook_every = desc, extra or {}, on_log, hook_every or ckpt_every
 
     def begin(self, steps, same, model, optimizer, rng, ema, select):
-        """Hold what a checkpoint saves, load the checkpoint into it (--resume), write the log so far; the step to
-        start from. `same`: what --resume must find unchanged (the rows, their words, the settings of the run)."""
+        """Hold what a checkpoint saves; --resume: check that the model's config and `same` (the rows, their words, the
+        run's settings) are unchanged, then load the checkpoint. Writes the log so far; returns the first step."""
         self.steps, self.same, self.model, self.optimizer, self.rng = steps, same, model, optimizer, rng
-        self.ema, self.select, start, spent = ema, select, 0, 0.0  # spent: seconds before this process (resume)
+        self.ema, self.select, self.losses, self.bins = ema, select, [], [[] for _ in range(10)]
         self.rows = [["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
                      (list(select.log()) if select else [])]
-        self.losses, self.bins = [], [[] for _ in range(10)]
-        if self.resume and os.path.exists(self.path):
-            start, spent = self.load()
+        start, spent = 0, 0.0  # spent: the run's seconds before this process
+        if self.resume and os.path.exists(self.path):  # the same `same` means the same EMA and selection to load
+            ckpt = data.load_pt(self.path, "checkpoint")
+            if ckpt.get("config") != model.config:
+                raise data.DataError(f"{self.path}: checkpoint is from another model size; remove it or drop --resume")
+            old = ckpt["same"] if isinstance(ckpt.get("same"), dict) else {}
+            changed = [k if k != "data" else "data (the rows trained on)" for k in same if old.get(k) != same[k]]
+            if changed:
+                raise data.DataError(f"{self.path}: checkpoint was made with other {', '.join(changed)}; pass the same "
+                                     "data and flags, or remove it and drop --resume")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            rng.set_state(ckpt["rng"])
+            for k, v in (ckpt["ema"].items() if ema is not None else ()):
+                self.ema[k].copy_(v)
+            if select is not None:
+                select.load_state_dict(ckpt["select"])
+            self.rows, self.losses, self.bins = ckpt["log"]["rows"], ckpt["log"]["losses"], ckpt["log"]["bins"]
+            start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         self.t0, self.last_ckpt = time.time() - spent, start or None
         if self.log_path:  # the header and the rows up to the checkpoint; one row at a time after
             buf = io.StringIO()
@@ -318,26 +326,6 @@ class Run:
             data.atomic_save(buf.getvalue(), self.log_path)
         self.bar = tqdm(desc=self.desc, initial=start, total=steps, dynamic_ncols=True)
         return start
-
-    def load(self):  # the same `same` also means the same EMA (ema_decay) and selection (its settings) to load
-        path, ckpt = self.path, data.load_pt(self.path, "checkpoint")
-        if ckpt.get("config") != self.model.config:
-            raise data.DataError(f"{path}: checkpoint is from another model size {ckpt.get('config')}; "
-                                 "remove it or drop --resume")
-        old = ckpt.get("same") if isinstance(ckpt.get("same"), dict) else {}
-        changed = [k if k != "data" else "data (the rows trained on)" for k in self.same if old.get(k) != self.same[k]]
-        if changed:
-            raise data.DataError(f"{path}: checkpoint was made with other {', '.join(changed)}; pass the same "
-                                 "data and flags, or remove it and drop --resume")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.rng.set_state(ckpt["rng"])
-        for k, v in (ckpt["ema"].items() if self.ema is not None else ()):
-            self.ema[k].copy_(v)
-        if self.select is not None:
-            self.select.load_state_dict(ckpt["select"])
-        self.rows, self.losses, self.bins = ckpt["log"]["rows"], ckpt["log"]["losses"], ckpt["log"]["bins"]
-        return ckpt["step"], ckpt.get("seconds", 0.0)
 
     def record(self, step, loss, loss_i, t):
         """After `step` steps: the log (a row every 50 steps and at the end), then on_log and the checkpoint when
@@ -348,22 +336,22 @@ class Run:
             self.bins[b].append(l)
         last = step == self.steps
         if step % 50 == 0 or last:
-            self.bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.4f}")
             self.rows.append([step, f"{np.mean(self.losses[-50:]):.5f}", f"{time.time() - self.t0:.1f}"] +
                              [f"{np.mean(b):.5f}" if b else "" for b in self.bins] + [step * self.same["batch_size"]] +
                              (list(self.select.log().values()) if self.select else []))
+            self.bar.set_postfix(loss=self.rows[-1][1])
             if self.log_path:
                 with open(self.log_path, "a", newline="") as f:
                     csv.writer(f).writerow(self.rows[-1])
             self.bins = [[] for _ in range(10)]
         if self.on_log and (step % self.hook_every == 0 or last):
             self.on_log(step, self.model, self.ema)
-        if (step % self.ckpt_every == 0 or last):
+        if step % self.ckpt_every == 0 or last:
             save_checkpoint(self.path, self.model, step, self.vocab, optimizer=self.optimizer.state_dict(),
-                            rng=self.rng.get_state(), seconds=time.time() - self.t0,
+                            rng=self.rng.get_state(), seconds=time.time() - self.t0, same=self.same, **self.extra,
+                            log={"rows": self.rows, "losses": self.losses[-50:], "bins": self.bins},
                             **({"ema": self.ema} if self.ema is not None else {}),
-                            **({"select": self.select.state_dict()} if self.select else {}), **self.extra,
-                            same=self.same, log={"rows": self.rows, "losses": self.losses[-50:], "bins": self.bins})
+                            **({"select": self.select.state_dict()} if self.select else {}))
             self.last_ckpt = step
         if last:
             self.bar.close()
@@ -384,156 +372,120 @@ def save_checkpoint(path, model, step, vocab, **extra):
 def load_proxy(path, device="cpu", dataset=None):
     """Rebuild a DiT from a checkpoint; with `dataset`, also check that image size and vocabulary match it."""
     ckpt = data.load_pt(path, "model checkpoint")
-    if not {"model", "config"} <= set(ckpt) or not isinstance(ckpt["config"], dict):
-        raise data.DataError(f"{path}: not a model checkpoint (needs 'model' and 'config'); pass a proxy.pt or model.pt")
     try:
         model = DiT(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError) as e:
-        raise data.DataError(f"{path}: weights do not fit the DiT config {ckpt['config']} ({str(e).splitlines()[0][:80]})") from None
-    if dataset is not None:
-        config, size = model.config, dataset["images"].shape[-1]
-        if config["image_size"] != size:
-            raise data.DataError(f"{path}: model is for {config['image_size']}px images, the data has {size}px")
-        if config["vocab_size"] != len(dataset["vocab"]) or dataset["tokens"].shape[1] > config["max_tokens"]:
-            raise data.DataError(f"{path}: model was built for another vocabulary or caption length than this data")
-        if "vocab" in ckpt and list(ckpt["vocab"]) != list(dataset["vocab"]):
-            raise data.DataError(f"{path}: model was trained with another vocabulary than this data's")
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise data.DataError(f"{path}: not a model checkpoint (proxy.pt, model.pt) or its weights do not fit its "
+                             f"config ({str(e).splitlines()[0][:80]})") from None
+    c, d = model.config, dataset
+    if d is not None and c["image_size"] != d["images"].shape[-1]:
+        raise data.DataError(f"{path}: model is for {c['image_size']}px images, the data has {d['images'].shape[-1]}px")
+    if d is not None and (c["vocab_size"] != len(d["vocab"]) or d["tokens"].shape[1] > c["max_tokens"]
+                          or list(ckpt.get("vocab", d["vocab"])) != list(d["vocab"])):
+        raise data.DataError(f"{path}: model was made for another vocabulary or caption length than this data's")
     return model.to(device).eval(), ckpt
 
 
 def patch_for(size, cfg):
-    """The patch side of a preset at an image size: the preset's own `patch`, else 8 x 8 tokens (size // 8, at least 2)."""
+    """A preset's patch side at an image size: the preset's own `patch`, else 8 x 8 tokens (size // 8, at least 2)."""
     return cfg.get("patch") or max(2, size // 8)
 
 
 def uses_bf16(device, precision="auto"):
-    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA, and on a CPU with bf16
-    hardware (AVX512-BF16 or AMX in /proc/cpuinfo), where it trains the quick model 1.4x faster at the same quality
-    (docs/RESULTS.md). The choice depends only on the machine, so a seed still fixes the result."""
+    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA and on CPUs with bf16
+    hardware (AVX512-BF16, AMX: the quick model 1.4x faster at the same quality, docs/RESULTS.md)."""
     if precision != "auto" or device.type == "cuda":
         return precision != "fp32"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""  # Linux only
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def autocast(device, precision="auto"):
-    """Training's autocast: bf16 products where uses_bf16 says so (weights, loss and optimiser stay float32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
-
-
-@torch.no_grad()
 def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="losses"):
     """sample_loss over many rows in batches: [N] on the CPU."""
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
-        out.append(sample_loss(model, data.to_float(images[i:i + batch_size]).to(device),
-                               tokens[i:i + batch_size].to(device), draws).cpu())
-    return torch.cat(out)
+    starts = tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size)
+    return torch.cat([sample_loss(model, data.to_float(images[i:i + batch_size]).to(device),
+                                  tokens[i:i + batch_size].to(device), draws).cpu() for i in starts])
 
 
 def sample_grid(model, dataset, path, n=16, cfg=3.0, seed=0, device="cpu"):
-    """Samples for the first n prompts of `dataset` (fewer if it has fewer rows), above their real images, with the
-    prompts written under them."""
-    n = min(n, len(dataset["images"]))
-    imgs = sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu()
-    fake = ((imgs + 1) * 127.5).round().clamp(0, 255).byte()
-    data.captioned_grid([[fake[i], dataset["images"][i]] for i in range(n)], dataset["captions"][:n], path,
-                        footer=f"top: samples (cfg {cfg}), bottom: real")
+    """Samples for the first n prompts of `dataset` above their real images, with the prompts under them."""
+    fake = ((sample_images(model, dataset["tokens"][:n].to(device), cfg=cfg, seed=seed).cpu() + 1) * 127.5)
+    data.captioned_grid([[x, real] for x, real in zip(fake.round().clamp(0, 255).byte(), dataset["images"])],
+                        dataset["captions"][:n], path, footer=f"top: samples (cfg {cfg}), bottom: real")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Warm up the DiT proxy (Alchemist Eq. 4) and report its losses by defect type.")
+    p = argparse.ArgumentParser(description="Warm up the DiT proxy (Alchemist Eq. 4); its losses by defect type.")
     p.add_argument("--data", required=True, help="data folder made by data.py")
     p.add_argument("--out", required=True, help="run folder; writes proxy.pt, proxy_log.csv, proxy_samples.png")
-    p.add_argument("--preset", choices=list(PRESETS), default="paper",
-                   help="model and schedule size: tiny (tests), quick (the CPU grid), paper (the GPU grid)")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper", help="tiny (tests), quick (CPU), paper (GPU)")
     p.add_argument("--steps", type=int, help="training steps (default: preset)")
     p.add_argument("--batch-size", type=int, help="batch size (default: preset)")
     p.add_argument("--lr", type=data.finite, help="AdamW learning rate (default: preset)")
-    p.add_argument("--split", choices=["train", "val"], default="train",
-                   help="warm up on the training set (the reference, Eq. 4) or the clean validation set")
     p.add_argument("--clean-only", action="store_true", help="train only on rows with defect 0 (ground-truth oracle)")
     p.add_argument("--subset", help="train only on these rows (an int64 .npy from prune.py)")
     p.add_argument("--draws", type=int, default=8, help="K fixed (t, noise) draws for the per-type loss report")
-    p.add_argument("--report", choices=["full", "val"], default="full",
-                   help="full: validation loss and the training set's loss by defect type; val: validation loss only")
+    p.add_argument("--report", choices=["full", "val"], default="full", help="val: no training-set losses by type")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, batches and noise")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--resume", action="store_true", help="continue from RUN/proxy.pt if it exists")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on CUDA and on CPUs with bf16 hardware (AVX512-BF16, AMX), else fp32")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: on CUDA and bf16 CPUs")
     p.error = data.arg_error
     a = p.parse_args(argv)
-    cfg = dict(PRESETS[a.preset])
-    pick = lambda flag, name: cfg[name] if flag is None else flag
-    steps, batch_size, lr = pick(a.steps, "steps"), pick(a.batch_size, "batch_size"), pick(a.lr, "lr")
+    cfg = PRESETS[a.preset]
+    steps, batch_size, lr = (cfg[k] if getattr(a, k) is None else getattr(a, k) for k in ("steps", "batch_size", "lr"))
     if min(steps, batch_size, a.draws, a.ckpt_every) < 1 or lr <= 0:
         data.fail("--steps, --batch-size, --draws, --ckpt-every and --lr must be positive")
     device = data.pick_device(a.device)
-    try:  # every input and the output folder, before the first step
-        train_all, val = data.load_splits(a.data, "train", "val")
-        d = train_all if a.split == "train" else val
-        rows = torch.arange(len(d["images"]))
-        if a.clean_only:
-            rows = rows[d["defect"] == 0]
-        if a.subset:
-            rows = torch.from_numpy(load_subset(a.subset, len(d["images"])))
+    try:  # every input and the output folder before the first step; then a --resume mismatch, a non-finite loss
+        d, val = data.load_splits(a.data, "train", "val")
+        rows = torch.from_numpy(load_subset(a.subset, len(d["images"]))) if a.subset else torch.arange(len(d["images"]))
+        rows = rows[d["defect"][rows] == 0] if a.clean_only else rows
         if len(rows) == 0:
-            raise data.DataError("no rows left to train on (empty subset or no clean rows)")
+            raise data.DataError(f"--clean-only: no clean rows to train on in {a.data}")
         data.check_out(a.out)
-    except data.DataError as e:
-        data.fail(str(e))
-    size = d["images"].shape[-1]
-    torch.manual_seed(a.seed)
-    model = DiT(image_size=size, patch=patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"], heads=cfg["heads"],
-                text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]), max_tokens=d["tokens"].shape[1]).to(device)
-    out = os.path.join(a.out, "proxy.pt")
-    os.makedirs(a.out, exist_ok=True)
-    print(f"proxy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} rows of "
-          f"{a.split}, {steps} steps of {batch_size} on {device}")
-    run = Run(out, d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every, log_path=os.path.join(a.out, "proxy_log.csv"),
-              desc="proxy", extra={"args": {k: v for k, v in vars(a).items() if v is not None}})
-    try:
-        train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, run,
-              precision=a.precision)
+        size = d["images"].shape[-1]
+        torch.manual_seed(a.seed)
+        model = DiT(image_size=size, patch=patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
+                    heads=cfg["heads"], text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]),
+                    max_tokens=d["tokens"].shape[1]).to(device)
+        print(f"proxy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} rows, "
+              f"{steps} steps of {batch_size} on {device}")
+        args = {k: v for k, v in vars(a).items() if v is not None}
+        train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, precision=a.precision,
+              run=Run(os.path.join(a.out, "proxy.pt"), d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every,
+                      log_path=os.path.join(a.out, "proxy_log.csv"), desc="proxy", extra={"args": args}))
     except data.DataError as e:
         data.fail(str(e))
     # Report: validation loss and the training set's loss by defect type, on the same K fixed draws.
     draws = fixed_draws(a.draws, (3, size, size), seed=1234)
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
-    per_row = loss_by_rows(model, train_all["images"], train_all["tokens"], draws, device) if a.report == "full" else None
-    for k, name in enumerate(train_all["defect_names"]):
-        if per_row is not None and (train_all["defect"] == k).any():
-            report[f"loss_{name}"] = per_row[train_all["defect"] == k].mean().item()
+    if a.report == "full":
+        per_row = loss_by_rows(model, d["images"], d["tokens"], draws, device)
+        report.update({f"loss_{name}": per_row[d["defect"] == k].mean().item()
+                       for k, name in enumerate(d["defect_names"]) if (d["defect"] == k).any()})
     if "loss_misaligned" in report:
         report["misaligned_over_clean"] = report["loss_misaligned"] / report["loss_clean"]
     sample_grid(model, val, os.path.join(a.out, "proxy_samples.png"), device=device)
     data.atomic_save(report, os.path.join(a.out, "proxy_report.json"))  # last: ablate.py's sign that the proxy is done
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()))
-    print(f"wrote {out}, proxy_log.csv, proxy_report.json, proxy_samples.png in {a.out}")
+    print(f"wrote proxy.pt, proxy_log.csv, proxy_report.json, proxy_samples.png in {a.out}")
 
 
 def load_subset(path, n):
-    """A subset file: sorted unique int64 row indices into a dataset of n rows (prune.py writes them)."""
+    """A subset file: unique int64 row indices into a dataset of n rows (prune.py writes them sorted)."""
     try:
         rows = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
         raise data.DataError(f"{path}: not a readable .npy subset file") from None
-    if rows.size == 0:
-        raise data.DataError(f"{path}: the subset is empty")
-    if rows.ndim != 1 or rows.dtype.kind not in "iu":
-        raise data.DataError(f"{path}: a subset must be a 1-D integer array, found {rows.dtype} {rows.shape}")
-    if rows.min() < 0 or rows.max() >= n:
-        raise data.DataError(f"{path}: row indices outside 0..{n - 1}; was it made for another dataset?")
-    if len(np.unique(rows)) != len(rows):
-        raise data.DataError(f"{path}: the subset has duplicate rows")
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or rows.size == 0:
+        raise data.DataError(f"{path}: a subset must be a non-empty 1-D integer array, found {rows.dtype} {rows.shape}")
+    if rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows):
+        raise data.DataError(f"{path}: duplicate rows or rows outside 0..{n - 1}; was it made for another dataset?")
     return rows.astype(np.int64)
 
 

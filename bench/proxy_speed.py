@@ -53,7 +53,7 @@ def measure(cfg, size, batch, tokens, steps, device, precision, tanh_gelu=False)
     x0 = torch.rand(batch, 3, size, size, device=device) * 2 - 1
     tok = torch.randint(3, 24, (batch, tokens), device=device)
     tok[:, 8:] = 0  # one-object captions have at most 8 words; the rest is padding
-    mixed = proxy.autocast(device, precision)
+    mixed = torch.autocast(device.type, dtype=torch.bfloat16, enabled=proxy.uses_bf16(device, precision))
 
     def step():
         with mixed:

@@ -57,7 +57,7 @@ def step_flops(model, batch_size, size, device):
     x0 = torch.rand(batch_size, 3, size, size, device=device) * 2 - 1
     tok = torch.randint(3, VOCAB, (batch_size, TOKENS), device=device)
     with FlopCounterMode(display=False) as counter:
-        with proxy.autocast(device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=proxy.uses_bf16(device)):
             loss = proxy.rf_loss(model, x0, tok).mean()
         loss.backward()
     model.zero_grad(set_to_none=True)

@@ -90,7 +90,6 @@ def proxy_cases(b):
         draws 0 | --draws 0 | --draws
         ckpt-every 0 | --ckpt-every 0 | --ckpt-every
         preset bogus | --preset huge | --preset
-        split test | --split test | --split
         report bogus | --report x | --report
         device tpu | --device tpu | --device
         missing data | --data {OUT}/nowhere | nowhere
