@@ -294,8 +294,8 @@ class Run:
         self.desc, self.extra, self.on_log, self.hook_every = desc, extra or {}, on_log, hook_every or ckpt_every
 
     def begin(self, steps, same, model, optimizer, rng, ema, select):
-        """Hold what a checkpoint saves; --resume: check that the model's config and `same` (the rows, their words, the
-        run's settings) are unchanged, then load the checkpoint. Writes the log so far; returns the first step."""
+        """Hold what a checkpoint saves and, with --resume, load the checkpoint if its model config and `same` (the
+        rows, their words, the run's settings) are this run's. Writes the log so far; returns the first step."""
         self.steps, self.same, self.model, self.optimizer, self.rng = steps, same, model, optimizer, rng
         self.ema, self.select, self.losses, self.bins = ema, select, [], [[] for _ in range(10)]
         self.rows = [["step", "loss", "seconds"] + [f"loss_t{b / 10:.1f}" for b in range(10)] + ["samples"] +
@@ -328,8 +328,8 @@ class Run:
         return start
 
     def record(self, step, loss, loss_i, t):
-        """After `step` steps: the log (a row every 50 steps and at the end), then on_log and the checkpoint when
-        due (what on_log writes first: a run killed in between redoes it)."""
+        """After `step` steps: a log row every 50 steps, then on_log and the checkpoint (a kill between them redoes
+        on_log), each when due and at the end."""
         self.bar.update()
         self.losses.append(loss.item())
         for b, l in zip((t * 10).long().clamp(max=9).tolist(), loss_i.detach().tolist()):  # minRF: by t bin
@@ -365,8 +365,7 @@ class Run:
 
 def save_checkpoint(path, model, step, vocab, **extra):
     """The one writer of model files (proxy.pt, model.pt, train_state.pt, snapshots); load_proxy is the one reader."""
-    data.atomic_save({"model": model.state_dict(), "config": dict(model.config), "step": step, "vocab": list(vocab),
-                      **extra}, path)
+    data.atomic_save(dict(model=model.state_dict(), config=model.config, step=step, vocab=list(vocab), **extra), path)
 
 
 def load_proxy(path, device="cpu", dataset=None):
@@ -393,8 +392,8 @@ def patch_for(size, cfg):
 
 
 def uses_bf16(device, precision="auto"):
-    """--precision auto|bf16|fp32 -> whether training multiplies in bf16: auto = on CUDA and on CPUs with bf16
-    hardware (AVX512-BF16, AMX: the quick model 1.4x faster at the same quality, docs/RESULTS.md)."""
+    """--precision -> bf16 products in training? auto: on CUDA and on CPUs with AVX512-BF16 or AMX (the quick model
+    1.4x faster at the same quality, docs/RESULTS.md)."""
     if precision != "auto" or device.type == "cuda":
         return precision != "fp32"
     cpuinfo = pathlib.Path("/proc/cpuinfo")
@@ -460,8 +459,7 @@ def main(argv=None):
                       log_path=os.path.join(a.out, "proxy_log.csv"), desc="proxy", extra={"args": args}))
     except data.DataError as e:
         data.fail(str(e))
-    # Report: validation loss and the training set's loss by defect type, on the same K fixed draws.
-    draws = fixed_draws(a.draws, (3, size, size), seed=1234)
+    draws = fixed_draws(a.draws, (3, size, size), seed=1234)  # the report's K draws, the same for every row
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
     if a.report == "full":
