@@ -242,6 +242,23 @@ def test_report_val_gives_the_same_validation_loss_without_the_per_type_losses(t
     assert abs(a["val_loss"] - b["val_loss"]) < 1e-7 and "loss_clean" in a and "loss_clean" not in b
 
 
+def test_clean_only_with_a_subset_trains_on_the_subsets_clean_rows(tiny_shapes, tmp_path, monkeypatch):
+    d, rows = data.load_dataset(tiny_shapes), np.arange(0, 400, 3)
+    np.save(tmp_path / "s.npy", rows)
+    expected = rows[d["defect"].numpy()[rows] == 0]  # the subset's clean rows, in order
+
+    def spy(model, images, tokens, *args, **kw):
+        raise StopIteration(images, tokens)
+
+    monkeypatch.setattr(proxy, "train", spy)
+    with pytest.raises(StopIteration) as e:
+        proxy.main(["--data", tiny_shapes, "--out", str(tmp_path / "run"), "--subset", str(tmp_path / "s.npy"),
+                    "--clean-only"])
+    images, tokens = e.value.args
+    assert 0 < len(expected) < len(rows) and torch.equal(images, d["images"][expected])
+    assert torch.equal(tokens, d["tokens"][expected])
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--data", "/nonexistent/shapes"], "no such data folder"),
     (["--steps", "0"], "must be positive"),
