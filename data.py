@@ -1,6 +1,6 @@
 """data.py -- captioned shapes with known defects, and the .pt format every stage reads.
 
-Reads:   nothing (generated set), or DIR/captions.jsonl + images (--from-folder), or a local CIFAR-10 (--from-cifar10)
+Reads:   nothing (generated set), or DIR/captions.jsonl + images (--from-folder)
 Writes:  OUT/train.pt, OUT/val.pt, OUT/test.pt (and OUT/preview.png with --preview)
 Run:     python data.py --out data/shapes [--n-train 8000 --size 32 --seed 0 --defects default --preview]
 
@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import secrets
 import sys
 import tempfile
@@ -367,61 +366,6 @@ def read_folder(folder, size):
     return np.stack(images), captions, np.array(defect, dtype=np.int64)
 
 
-class ArraysOnly(pickle.Unpickler):
-    """CIFAR-10's batches are pickles of dicts, lists, bytes and numpy arrays. This unpickler builds those and refuses
-    every other global, so that a crafted file cannot run code (files are data, never code)."""
-
-    @staticmethod
-    def latin1_bytes(text, encoding):
-        """What a Python 3 pickle (protocol 2) calls to rebuild bytes, _codecs.encode(text, "latin1"), and no more."""
-        if encoding != "latin1" or not isinstance(text, str):
-            raise pickle.UnpicklingError("it asks for _codecs.encode other than to latin1 bytes")
-        return text.encode("latin1")
-
-    def find_class(self, module, name):
-        try:
-            from numpy._core.multiarray import _reconstruct
-        except ImportError:  # numpy 1.x
-            from numpy.core.multiarray import _reconstruct
-        allowed = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "ndarray"): np.ndarray,
-                   ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "dtype"): np.dtype,
-                   ("_codecs", "encode"): self.latin1_bytes}
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}; only numpy arrays are read")
-        return allowed[module, name]
-
-
-def read_cifar10(root, size):
-    """A local torchvision CIFAR-10 folder (cifar-10-batches-py); nothing is downloaded, no pickled code is run."""
-    base = os.path.join(root, "cifar-10-batches-py")
-    if not os.path.isdir(base):
-        raise DataError(f"{root}: no cifar-10-batches-py folder inside; point --from-cifar10 at its parent")
-    xs, ys, names = [], [], []
-    for b in ["batches.meta"] + [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        p = os.path.join(base, b)
-        if b != "batches.meta" and not os.path.exists(p):
-            continue
-        try:
-            with open(p, "rb") as f:
-                d = ArraysOnly(f, encoding="bytes").load()
-            if b == "batches.meta":
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in d[b"label_names"]]
-            else:
-                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys += [int(y) for y in d[b"labels"]]
-                assert len(ys) == sum(len(x) for x in xs), "one label per image"
-        except Exception as e:  # anything a malformed or crafted pickle raises is a bad file
-            raise DataError(f"{p}: not a readable CIFAR-10 file ({str(e)[:80] or type(e).__name__})") from None
-    if not ys:
-        raise DataError(f"{base}: no images in data_batch_* or test_batch files")
-    if min(ys) < 0 or max(ys) >= len(names):
-        raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
-    x = np.concatenate(xs)
-    if size != 32:
-        x = np.stack([square(Image.fromarray(a.transpose(1, 2, 0)), size) for a in x])
-    return x, [f"a photo of a {names[y]}" for y in ys], np.zeros(len(ys), dtype=np.int64)
-
-
 def split_imported(rows, rng, meta, n_val, n_test, curated=None):
     """Imported (images, captions, defect) -> the three splits, one vocabulary for all. Without `curated`: shuffled
     once, val and test (both clean) from the rows not marked defective. With `curated` (--val-from's rows): train is
@@ -494,9 +438,7 @@ def main(argv=None):
     p.add_argument("--max-objects", type=int, default=2, choices=[1, 2],
                    help="objects per scene: 1 or 2 (2: one or two; 1: a simpler grammar that small models learn fast)")
     p.add_argument("--defects", default="default", help=f"defect mix of the training split: {list(DEFECT_MIXES)}")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
-    source.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
+    p.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
     p.add_argument("--val-from", metavar="VAL_DIR", help="with --from-folder: val and test from this small curated "
                    "folder (its own captions.jsonl, clean rows), not from DIR's possibly dirty rows")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png: samples, captions, defects")
@@ -512,13 +454,13 @@ def main(argv=None):
         fail("--val-from VAL_DIR goes with --from-folder DIR (a generated set's val is clean by construction)")
     # Three disjoint random streams from one seed: train, val, test never share a scene by construction.
     rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
-    meta, src = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}, a.from_folder or a.from_cifar10
+    meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
     try:
         check_out(a.out)
-        if src:
-            rows = (read_folder if a.from_folder else read_cifar10)(src, a.size)
-            meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10",
-                        val_source="curated" if a.val_from else "same rows" if a.from_folder else "cifar10")
+        if a.from_folder:
+            rows = read_folder(a.from_folder, a.size)
+            meta.update(source=os.path.abspath(a.from_folder), generator="folder",
+                        val_source="curated" if a.val_from else "same rows")
             curated = read_folder(a.val_from, a.size) if a.val_from else None
             if curated and (len(curated[0]) < 2 or (curated[2] != 0).any()):
                 raise DataError(f"{a.val_from}/captions.jsonl: a curated folder needs 2 or more rows, none marked "
