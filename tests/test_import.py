@@ -71,6 +71,8 @@ def test_load_dataset_rejects_a_file_that_holds_no_dict(tmp_path):
     pytest.param(lambda d: d.update(images=d["images"][:, :, :, :8]), id="non-square-images"),
     pytest.param(lambda d: d.update(tokens=d["tokens"] + len(d["vocab"])), id="tokens-outside-vocab"),
     pytest.param(lambda d: d.update(vocab=d["vocab"][1:]), id="vocab-without-pad"),
+    pytest.param(lambda d: d.update(images=d["images"][:0], tokens=d["tokens"][:0], defect=d["defect"][:0],
+                                    captions=[]), id="no-rows"),
 ])
 def test_load_dataset_rejects_a_broken_dataset_and_names_the_file(valid_split, tmp_path, break_it):
     break_it(valid_split)
@@ -96,7 +98,7 @@ def good(i):
 
 
 @pytest.mark.parametrize("case", ["size-20", "unknown-defects", "zero-rows", "missing-image", "empty-captions",
-                                  "malformed-line", "line-without-caption", "no-captions-file"])
+                                  "malformed-line", "line-without-caption", "defect-true", "no-captions-file"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys):
     out = tmp_path / "out"
     src = tmp_path / "src"
@@ -109,10 +111,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
         "empty-captions": ["--from-folder", write_folder(src, [])],
         "malformed-line": ["--from-folder", write_folder(src, [good(0), '{"image": "ok.png", "caption"', good(2)])],
         "line-without-caption": ["--from-folder", write_folder(src, [good(0), good(1), '{"image": "ok.png"}'])],
+        "defect-true": ["--from-folder", write_folder(src, [good(0), good(1), json.dumps(
+            {"image": "ok.png", "caption": "x", "defect": True})])],  # JSON true is not a defect number
         "no-captions-file": ["--from-folder", str(tmp_path)],
     }[case]
     err = run_cli_expecting_error(["--out", str(out), "--n-val", "1", "--n-test", "1", *argv], capsys)
-    if case in ("missing-image", "malformed-line", "line-without-caption"):
+    if case in ("missing-image", "malformed-line", "line-without-caption", "defect-true"):
         assert ":3:" in err, "the message must name the bad line"
     assert not (out / "train.pt").exists()
 
