@@ -41,8 +41,8 @@ RATERS = {"alchemist": [], "alchemist_nogroup": ["--no-group"], "simplified": ["
           "exact": ["--method", "exact"]}  # rater -> metagrad.py flags
 QUICK_GRID = [("oracle", None, None), (None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5),
               ("alchemist_nogroup", "shift_gsample", 0.5), ("alchemist", "shift_gsample", 0.2),
-              ("alchemist", "top_k", 0.2), ("alchemist", "gsample", 0.2)]  # + curriculum: over 20 min
-PAPER_GRID = QUICK_GRID[:2] + [("alchemist", "curriculum", 1.0)] + [g for keep in KEEPS for g in (
+              ("alchemist", "top_k", 0.2), ("alchemist", "gsample", 0.2), ("alchemist", "curriculum", 1.0)]
+PAPER_GRID = QUICK_GRID[:2] + QUICK_GRID[-1:] + [g for keep in KEEPS for g in (
     [("random", "random", keep)] + [("alchemist", s, keep) for s in STRATEGIES] +
     [(r, "shift_gsample", keep) for r in RATERS if r != "alchemist"] +
     [(h, s, keep) for h in HEURISTICS for s in ["shift_gsample", "top_k"]])]
@@ -90,10 +90,9 @@ def prepare(a, P, runs, grid):
     if not os.path.exists(os.path.join(data_dir, "test.pt")):
         stage(data, ["--out", data_dir, "--size", str(P["size"]), "--n-train", str(P["n_train"]), "--n-val",
                      str(P["n_val"]), "--n-test", str(P["n_test"]), "--max-objects", str(P["max_objects"]), "--seed", "0"])
-    ref = os.path.join(runs, "proxy", "proxy.pt")
-    if not os.path.exists(os.path.join(runs, "proxy", "proxy_report.json")):
+    ref, needed = os.path.join(runs, "proxy", "proxy.pt"), {scorer for scorer, _, _ in grid}
+    if needed & {*RATERS, "loss", "grad_norm"} and not os.path.exists(os.path.join(runs, "proxy", "proxy_report.json")):
         stage(proxy, ["--data", data_dir, "--out", os.path.dirname(ref), "--resume"] + dev + P["proxy"])
-    needed = {scorer for scorer, _, _ in grid}
     warm = os.path.join(runs, "rate_alchemist", "primary_warm.pt")  # one primary warm-up, shared by every rater
     for name in [r for r in RATERS if r in needed]:
         out = os.path.join(runs, f"rate_{name}")
@@ -190,22 +189,18 @@ def train_and_evaluate(job):
                                                                for n in curve if n in log}))
 
 
-def run_all(jobs, workers):
-    """Every job's row, in the jobs' order; `workers` at once in worker processes (1: in this process)."""
+def collect(jobs, futures):
+    """Every job's row, in the jobs' order: from its future ({future: job index}), or, with none, run here and now."""
     rows = {}
-    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        if pool:
-            futures = {pool.submit(train_and_evaluate, job): i for i, job in enumerate(jobs)}
-            results = ((futures[f], f.result) for f in cf.as_completed(futures))
-        else:
-            results = ((i, lambda job=job: train_and_evaluate(job)) for i, job in enumerate(jobs))
-        for i, result in tqdm(results, total=len(jobs), desc="training runs"):
-            try:
-                rows[i] = result()
-            except SystemExit as e:  # a stage refused its input: it wrote why to the run's log
-                data.fail(f"{jobs[i]['out']}: a stage exited with code {e.code}; see {jobs[i]['out']}/run.log")
-            tqdm.write(f"{jobs[i]['name']} seed {jobs[i]['seed']}: FID {rows[i]['fid']:.4f}, CLIP "
-                       f"{rows[i]['clip_score']:.3f}, GenEval {rows[i]['geneval_overall']:.2f}")
+    results = (((futures[f], f.result) for f in cf.as_completed(futures)) if futures else
+               ((i, lambda job=job: train_and_evaluate(job)) for i, job in enumerate(jobs)))
+    for i, result in tqdm(results, total=len(jobs), desc="training runs"):
+        try:
+            rows[i] = result()
+        except SystemExit as e:  # a stage refused its input: it wrote why to the run's log
+            data.fail(f"{jobs[i]['out']}: a stage exited with code {e.code}; see {jobs[i]['out']}/run.log")
+        tqdm.write(f"{jobs[i]['name']} seed {jobs[i]['seed']}: FID {rows[i]['fid']:.4f}, CLIP "
+                   f"{rows[i]['clip_score']:.3f}, GenEval {rows[i]['geneval_overall']:.2f}")
     return [rows[i] for i in range(len(jobs))]
 
 
@@ -340,33 +335,38 @@ def write_results(rows, out, data_dir, P, preset, jobs, seconds):
 
 def main(argv=None):
     a = parse_args(argv)
-    P, runs = a.P, a.runs
+    P, runs, threads = a.P, a.runs, torch.get_num_threads()
     workers = a.workers or (P.get("gpu_workers", 1) if data.pick_device(a.device).type == "cuda" else P["workers"])
-    lock_runs(runs)  # one grid per runs folder
-    t0 = time.time()
-    data_dir, scores = prepare(a, P, runs, P["grid"])
-    evaluate.load_encoder(data_dir, data.load_dataset(data_dir, "test"), data.pick_device(a.device),
-                          steps=P["encoder_steps"])  # trained once, here, before the workers need it
-    grid, seeds = resolve_oracle(P["grid"], data_dir), list(range(a.seeds or P["seeds"]))
-    jobs = make_jobs(a, P, runs, data_dir, scores, grid, seeds, 1 if workers > 1 else torch.get_num_threads())
-    print(f"{len(jobs)} training runs ({len(grid)} methods x {len(seeds)} seeds), {workers} at a time; "
-          f"each logs to its RUNS/train/<run>/run.log")
-    rows = add_recovered(run_all(jobs, workers))
+    t0, early = time.time(), lambda g: g[0] in (None, "oracle", "random")  # the methods that need no proxy or rater
+    with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        torch.set_num_threads(1 if pool else threads)  # one thread beside the workers: the same bits on any machine
+        try:
+            data_dir, scores = prepare(a, P, runs, list(filter(early, P["grid"])))
+            evaluate.load_encoder(data_dir, data.load_dataset(data_dir, "test"), data.pick_device(a.device),
+                                  steps=P["encoder_steps"])  # trained once, here, before the workers need it
+            grid, seeds = resolve_oracle(P["grid"], data_dir), list(range(a.seeds or P["seeds"]))
+            jobs = make_jobs(a, P, runs, data_dir, scores, list(filter(early, grid)), seeds, torch.get_num_threads())
+            futures = {pool.submit(train_and_evaluate, j): i for i, j in enumerate(jobs)} if pool else {}
+            jobs += make_jobs(a, P, runs, data_dir, prepare(a, P, runs, grid)[1], [g for g in grid if not early(g)],
+                              seeds, torch.get_num_threads())  # the proxy and raters, made while those runs train
+            futures |= {pool.submit(train_and_evaluate, jobs[i]): i for i in range(len(futures), len(jobs))} if pool else {}
+            print(f"{len(jobs)} training runs ({len(grid)} methods x {len(seeds)} seeds), {workers} at a time; "
+                  f"each logs to its RUNS/train/<run>/run.log")
+            rows = add_recovered(collect(jobs, futures))
+        finally:
+            torch.set_num_threads(threads)
     write_results(rows, a.out, data_dir, P, a.preset, jobs, wall_clock(runs, time.time() - t0))
 
 
 def parse_args(argv):
-    """The command line: the preset, its grid cut to --methods, the folders checked before any work."""
+    """The command line: the preset, its grid cut to --methods, the folders checked and locked before any work."""
     p = argparse.ArgumentParser(description="Run the ablation grid (data, proxy, raters, subsets, training, "
                                             "evaluation) and write the results table, claims and pictures.")
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="tiny: every stage once in about a "
                    "minute; quick: 16x16, the grid of the claims, under 20 min on 2 CPU cores; paper: one GPU")
-    p.add_argument("--seeds", type=int, help="training seeds per method, re-drawing each subset (default: the "
-                                              "preset's: tiny 1, quick and paper 3)")
-    p.add_argument("--workers", type=int, help="training runs at once (default: the preset's workers; on CUDA its "
-                                               "gpu_workers, processes sharing the GPU, or 1)")
-    p.add_argument("--methods", help="only these runs of the preset's grid, comma-separated run names, e.g. "
-                                     "full,random_50,alchemist_shift_gsample_50 (default: the whole grid)")
+    p.add_argument("--seeds", type=int, help="training seeds per method, each re-drawing its subset (default 1 or 3)")
+    p.add_argument("--workers", type=int, help="runs at once (default: the preset's; on CUDA: gpu_workers on one GPU)")
+    p.add_argument("--methods", help="only these runs of the grid, comma-separated, e.g. full,random_50 (default: all)")
     p.add_argument("--runs", help="working folder (default runs/ablate_<preset>); re-running resumes from it")
     p.add_argument("--out", help="results folder (default results/<preset>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
@@ -385,6 +385,7 @@ def parse_args(argv):
         data.check_out(a.out)
     except data.DataError as e:
         data.fail(str(e))
+    lock_runs(a.runs)  # one grid per runs folder
     return a
 
 
@@ -420,8 +421,7 @@ def worker_pool(workers):
 
 
 def exit_with_parent(parent):
-    """A worker whose grid process is gone (even by kill -9) exits at once, instead of training the queued runs on its
-    own and then waiting forever (the resource tracker, left alone, exits after it)."""
+    """A worker exits at once when its grid process is gone (even by kill -9), rather than train the queued runs alone."""
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)

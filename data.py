@@ -1,29 +1,23 @@
 """data.py -- captioned shapes with known defects, and the .pt format every stage reads.
 
-Reads:   nothing (generated set), or DIR/captions.jsonl + images (--from-folder), or a local CIFAR-10 (--from-cifar10)
+Reads:   nothing (generated set), or DIR/captions.jsonl + images (--from-folder)
 Writes:  OUT/train.pt, OUT/val.pt, OUT/test.pt (and OUT/preview.png with --preview)
 Run:     python data.py --out data/shapes [--n-train 8000 --size 32 --seed 0 --defects default --preview]
 
 Why generated data: the claim we reproduce ("a well-chosen half of the data beats all of it") is only visible where
-some samples hurt training, and only *checkable* where we know which ones. Every training row carries a `defect`
-label (0 = clean), so later stages can report how their ranking treats each kind of defect.
+some samples hurt training, and only *checkable* where we know which: every training row carries a `defect` label
+(0 = clean), so later stages can report how their ranking treats each kind of defect.
 
 A clean image holds one or two objects (4 shapes x 6 colours x 2 sizes) in distinct cells of a 3x3 grid, captioned
-from a template: "a small red circle at the top left and a large blue square at the bottom right". The defects:
-  misaligned  the caption of another image (the image itself is clean)
-  noise       the image swamped by uniform noise (30% image, 70% noise)
-  blur        down-sampled 4x and up-sampled again
-  watermark   a bright stamp blended over the bottom-right corner
-  duplicate   exact copies of a few trivially simple images ("a red circle") -- plain, easy, uninformative
+from a template: "a small red circle at the top left and a large blue square at the bottom right". The defects are
+misaligned (another image's caption), noise (70% uniform noise), blur (4x down and up), watermark (a bright stamp
+over the bottom-right corner) and duplicate (copies of a few trivially simple images, "a red circle": uninformative).
 """
 import argparse
 import contextlib
 import hashlib
 import json
-import math
 import os
-import pickle
-import secrets
 import sys
 import tempfile
 
@@ -42,12 +36,10 @@ BACKGROUND = (24, 24, 32)
 SPECIALS = ["<pad>", "<unk>", "<null>"]  # <pad> = 0; "<null>" alone is the caption dropped for guidance
 MAX_TOKENS = {1: 8, 2: 20}  # caption length by --max-objects: the longest captions have 8 and 17 words
 DEFECT_NAMES = ["clean", "misaligned", "noise", "blur", "watermark", "duplicate"]
-# Fraction of training rows per defect. "default" is about 40% defective; its noise and misaligned captions make the
-# full set measurably worse than its clean part (docs/RESULTS.md).
+# Fraction of training rows per defect: "default" (40% defective) trains worse than its clean part (docs/RESULTS.md)
 DEFECT_MIXES = {"default": {"misaligned": 0.15, "noise": 0.08, "blur": 0.07, "watermark": 0.05, "duplicate": 0.05},
                 "none": {},
                 "heavy": {"misaligned": 0.25, "noise": 0.15, "blur": 0.10, "watermark": 0.05, "duplicate": 0.05}}
-REQUIRED = {"images": torch.uint8, "tokens": torch.int64, "defect": torch.int64}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,10 +73,8 @@ def describe(obj):
 def draw(objects, size, supersample=4):
     """objects: list of (shape, colour, scale, cell) ints -> uint8 array [3, size, size]. Drawn 4x larger and
     box-filtered down, so that 16x16 shapes stay recognisable."""
-    S = size * supersample
-    img = Image.new("RGB", (S, S), BACKGROUND)
-    pen = ImageDraw.Draw(img)
-    cell_w = S / 3
+    img = Image.new("RGB", (size * supersample, size * supersample), BACKGROUND)
+    pen, cell_w = ImageDraw.Draw(img), size * supersample / 3
     for shape, colour, scale, cell in objects:
         cx, cy = (cell % 3 + 0.5) * cell_w, (cell // 3 + 0.5) * cell_w
         r, fill, name = list(SCALES.values())[scale] * cell_w, list(COLOURS.values())[colour], SHAPES[shape]
@@ -179,40 +169,34 @@ def arg_error(msg):
 
 def finite(text):
     """argparse type of every float flag: NaN and infinities are refused like any other typo."""
-    try:
-        x = float(text)
-    except ValueError:
-        x = math.nan
-    if not math.isfinite(x):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return x
+    with contextlib.suppress(ValueError):
+        if np.isfinite(x := float(text)):
+            return x
+    raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
 
 
 def check_out(path, folder=True, flag="--out"):
-    """Before any work: the output folder (folder=True) or file can be written. Creates nothing: a probe file is made
-    and gone at once in the nearest folder on the path that exists."""
-    path = str(path)
-    if not folder and (os.path.isdir(path) or path.endswith(("/", os.sep))):
+    """Before any work: the output folder (folder=True) or file can be written. Creates nothing that stays."""
+    if not folder and (os.path.isdir(path) or str(path).endswith(("/", os.sep))):
         raise DataError(f"{path}: is a folder; {flag} needs a file name")
-    where = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
-    while not os.path.exists(where):
+    where = os.path.abspath(path) if folder else os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(where):  # the nearest folder on the path that exists
         where = os.path.dirname(where)
     if not os.path.isdir(where):
         raise DataError(f"{path}: {where} is a file, not a folder; choose another {flag}")
     try:
-        tempfile.TemporaryFile(dir=where).close()  # made and gone at once
+        tempfile.TemporaryFile(dir=where).close()  # a probe file, made and gone at once
     except OSError as e:
         raise DataError(f"{path}: cannot write in {where} ({e.strerror}); choose another {flag}") from None
 
 
 def atomic_save(obj, path):
-    """Save to a temporary file of a name of its own in the same folder, then os.replace: a killed run never leaves
-    half a file, and two writers of one file never share a temporary file."""
+    """Write a temporary file of a name of its own beside `path`, then os.replace: a killed run leaves no half file."""
     path = str(path)
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, cannot write a file there")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
     try:
         with open(tmp, "xb") as f:
             if path.endswith(".npy"):
@@ -224,30 +208,25 @@ def atomic_save(obj, path):
             else:
                 torch.save(obj, f)
         os.replace(tmp, path)
-    except BaseException:
+    finally:  # a failed write leaves no temporary file (after os.replace there is none)
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise
 
 
 def fingerprint(*parts):
     """A short hash of tensors (dtype, shape, bytes) and lists of words: a resumed run goes on only with its data."""
     h = hashlib.sha256()
     for x in parts:
-        if torch.is_tensor(x):
-            h.update(f"{x.dtype}{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes())
-        else:
-            h.update("\n".join(map(str, x)).encode() + b"\0")
+        h.update(f"{x.dtype}{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes() if torch.is_tensor(x)
+                 else "\n".join(map(str, x)).encode() + b"\0")
     return h.hexdigest()[:16]
 
 
 def pick_device(name):
     """--device auto|cpu|cuda: auto picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def load_pt(path, what="file"):
@@ -273,20 +252,16 @@ def load_dataset(path, split="train"):
     missing = [k for k in ["images", "tokens", "captions", "vocab", "defect", "defect_names", "meta"] if k not in d]
     if missing:
         raise DataError(f"{file}: not a dataset, missing keys {missing}; re-create it with data.py")
-    for k, dtype in REQUIRED.items():
+    for k, dtype in [("images", torch.uint8), ("tokens", torch.int64), ("defect", torch.int64)]:
         if not torch.is_tensor(d[k]) or d[k].dtype != dtype:
             raise DataError(f"{file}: '{k}' must be a {dtype} tensor; re-create it with data.py")
-    images, n = d["images"], len(d["images"])
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-        raise DataError(f"{file}: 'images' must be [N,3,H,H], found {list(images.shape)}")
-    if d["tokens"].ndim != 2 or len(d["tokens"]) != n or len(d["defect"]) != n or len(d["captions"]) != n:
+    images, tokens, n = d["images"], d["tokens"], len(d["images"])
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3] or n == 0:
+        raise DataError(f"{file}: 'images' must be [N,3,H,H] with N > 0, found {list(images.shape)}")
+    if tokens.ndim != 2 or len(tokens) != n or len(d["defect"]) != n or len(d["captions"]) != n:
         raise DataError(f"{file}: images, tokens, captions and defect must have one row per sample ({n})")
-    if n == 0:
-        raise DataError(f"{file}: the dataset is empty")
-    if d["tokens"].min() < 0 or d["tokens"].max() >= len(d["vocab"]):
-        raise DataError(f"{file}: tokens outside the vocabulary of {len(d['vocab'])} words")
-    if d["vocab"][:3] != SPECIALS:
-        raise DataError(f"{file}: vocabulary must start with {SPECIALS}")
+    if d["vocab"][:3] != SPECIALS or tokens.min() < 0 or tokens.max() >= len(d["vocab"]):
+        raise DataError(f"{file}: the vocabulary must start with {SPECIALS} and hold every token; re-create it")
     return d
 
 
@@ -316,9 +291,8 @@ def null_tokens(n, length):
 def square(img, size):
     """Resize the short side to `size` and centre-crop: PIL image -> uint8 [3, size, size]."""
     img = img.convert("RGB")
-    w, h = img.size
-    s = size / min(w, h)
-    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    s = size / min(img.size)
+    img = img.resize((max(size, round(img.width * s)), max(size, round(img.height * s))), Image.BICUBIC)
     left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1)
 
@@ -329,116 +303,46 @@ def read_folder(folder, size):
     index = os.path.join(folder, "captions.jsonl")
     if not os.path.isfile(index):
         raise DataError(f"{index}: not found; --from-folder needs DIR/captions.jsonl")
-    images, captions, defect = [], [], []
+    rows = []
     with open(index, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{index}:{lineno}"
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{where}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
+                if not (line := raw.decode("utf-8")).strip():
+                    continue
                 row = json.loads(line)
-                rel, caption = row["image"], row["caption"]
-            except (ValueError, KeyError, TypeError, IndexError):
-                raise DataError(f"{where}: expected {{\"image\": ..., \"caption\": ...}}") from None
-            if not isinstance(caption, str):
-                raise DataError(f"{where}: \"caption\" must be a string, found {caption!r:.40}")
+                rel, caption, d = row["image"], row["caption"], row.get("defect", 0)
+            except (ValueError, KeyError, TypeError):  # not UTF-8, not JSON, not an object with both keys
+                raise DataError(f"{where}: expected a UTF-8 JSON line {{\"image\": ..., \"caption\": ...}}") from None
             norm = os.path.normpath(rel) if isinstance(rel, str) and rel.strip() else ""
-            if (not norm or os.path.isabs(norm) or norm == os.pardir or norm.startswith(os.pardir + os.sep)
-                    or "\0" in norm):
-                raise DataError(f"{where}: \"image\" must be a path relative to {folder} and inside it, "
-                                f"found {rel!r:.60}")
-            path = os.path.join(folder, norm)
+            if not norm or os.path.isabs(norm) or norm.split(os.sep)[0] == os.pardir or "\0" in norm:
+                raise DataError(f"{where}: \"image\" must be a relative path inside {folder}, found {rel!r:.60}")
+            if not isinstance(caption, str) or type(d) is not int or not 0 <= d < 1000:  # type(): JSON true is no int
+                raise DataError(f"{where}: \"caption\" must be a string, \"defect\" (if given) an integer in 0..999")
             try:
-                with Image.open(path) as img:
-                    images.append(square(img, size))
+                with Image.open(os.path.join(folder, norm)) as img:
+                    rows.append((square(img, size), caption, d))
             except Exception:  # missing, not an image, truncated, a decompression bomb: the file is the problem
-                raise DataError(f"{where}: cannot read image {path}") from None
-            captions.append(caption)
-            d = row.get("defect", 0)
-            if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < 1000:
-                raise DataError(f"{where}: \"defect\" must be an integer in 0..999, found {d!r:.40}")
-            defect.append(d)
-    if len(images) < 3:
-        raise DataError(f"{index}: needs at least 3 images (train, val and test), found {len(images)}")
-    return np.stack(images), captions, np.array(defect, dtype=np.int64)
-
-
-class ArraysOnly(pickle.Unpickler):
-    """CIFAR-10's batches are pickles of dicts, lists, bytes and numpy arrays. This unpickler builds those and refuses
-    every other global, so that a crafted file cannot run code (files are data, never code)."""
-
-    @staticmethod
-    def latin1_bytes(text, encoding):
-        """What a Python 3 pickle (protocol 2) calls to rebuild bytes, _codecs.encode(text, "latin1"), and no more."""
-        if encoding != "latin1" or not isinstance(text, str):
-            raise pickle.UnpicklingError("it asks for _codecs.encode other than to latin1 bytes")
-        return text.encode("latin1")
-
-    def find_class(self, module, name):
-        try:
-            from numpy._core.multiarray import _reconstruct
-        except ImportError:  # numpy 1.x
-            from numpy.core.multiarray import _reconstruct
-        allowed = {("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "ndarray"): np.ndarray,
-                   ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("numpy", "dtype"): np.dtype,
-                   ("_codecs", "encode"): self.latin1_bytes}
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}; only numpy arrays are read")
-        return allowed[module, name]
-
-
-def read_cifar10(root, size):
-    """A local torchvision CIFAR-10 folder (cifar-10-batches-py); nothing is downloaded, no pickled code is run."""
-    base = os.path.join(root, "cifar-10-batches-py")
-    if not os.path.isdir(base):
-        raise DataError(f"{root}: no cifar-10-batches-py folder inside; point --from-cifar10 at its parent")
-    xs, ys, names = [], [], []
-    for b in ["batches.meta"] + [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        p = os.path.join(base, b)
-        if b != "batches.meta" and not os.path.exists(p):
-            continue
-        try:
-            with open(p, "rb") as f:
-                d = ArraysOnly(f, encoding="bytes").load()
-            if b == "batches.meta":
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in d[b"label_names"]]
-            else:
-                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys += [int(y) for y in d[b"labels"]]
-                assert len(ys) == sum(len(x) for x in xs), "one label per image"
-        except Exception as e:  # anything a malformed or crafted pickle raises is a bad file
-            raise DataError(f"{p}: not a readable CIFAR-10 file ({str(e)[:80] or type(e).__name__})") from None
-    if not ys:
-        raise DataError(f"{base}: no images in data_batch_* or test_batch files")
-    if min(ys) < 0 or max(ys) >= len(names):
-        raise DataError(f"{base}: labels outside the {len(names)} classes of batches.meta")
-    x = np.concatenate(xs)
-    if size != 32:
-        x = np.stack([square(Image.fromarray(a.transpose(1, 2, 0)), size) for a in x])
-    return x, [f"a photo of a {names[y]}" for y in ys], np.zeros(len(ys), dtype=np.int64)
+                raise DataError(f"{where}: cannot read image {norm}") from None
+    if len(rows) < 3:
+        raise DataError(f"{index}: needs at least 3 images (train, val and test), found {len(rows)}")
+    images, captions, defect = zip(*rows)
+    return np.stack(images), list(captions), np.array(defect, dtype=np.int64)
 
 
 def split_imported(rows, rng, meta, n_val, n_test, curated=None):
-    """Imported (images, captions, defect) -> the three splits, one vocabulary for all. Without `curated`: shuffled
-    once, val and test (both clean) from the rows not marked defective. With `curated` (--val-from's rows): train is
-    every row in file order; curated is shuffled once, test (evaluate.py's prompts and references) takes
-    min(n_test, half of it), val up to n_val of the rest."""
+    """Imported (images, captions, defect) -> three splits, one vocabulary. Without `curated`, val and test are clean
+    rows of one shuffle; with it (--val-from's rows), train is every row, test and val are shuffled curated rows."""
     if curated is None:
-        n = len(rows[0])
-        n_val, n_test, order = min(n_val, max(1, n // 10)), min(n_test, max(1, n // 10)), rng.permutation(n)
+        order = rng.permutation(len(rows[0]))
+        n_val, n_test = min(n_val, max(1, len(order) // 10)), min(n_test, max(1, len(order) // 10))
         clean = order[rows[2][order] == 0]
         if len(clean) < n_val + n_test:
-            raise DataError(f"only {len(clean)} rows are not marked defective; val and test need {n_val + n_test} "
-                            "clean rows")
+            raise DataError(f"only {len(clean)} clean rows (not marked \"defect\"); val and test need {n_val + n_test}")
         parts = {"val": (rows, clean[:n_val]), "test": (rows, clean[n_val:n_val + n_test]),
                  "train": (rows, np.setdiff1d(order, clean[:n_val + n_test]))}
     else:
-        order = rng.permutation(len(curated[0]))
-        n_test = min(n_test, len(order) // 2)
+        order, n_test = rng.permutation(len(curated[0])), min(n_test, len(curated[0]) // 2)
         parts = {"train": (rows, np.arange(len(rows[0]))), "val": (curated, order[n_test:n_test + n_val]),
                  "test": (curated, order[:n_test])}
     every = rows[1] + (curated[1] if curated else [])
@@ -451,22 +355,20 @@ def split_imported(rows, rng, meta, n_val, n_test, curated=None):
 
 
 def captioned_grid(cells, captions, path, cols=4, scale=4, colours=None, footer=None, labels=None, cell_w=288):
-    """The one writer of picture grids: each cell is a list of uint8 [3,H,W] images stacked top to bottom, with its
-    caption (two lines, in colours[i] if given) under it; `footer` is a grey line at the bottom; `labels` names the
-    rows of every stack in a margin on the left (e.g. the model that drew them)."""
+    """The one writer of picture grids: cell i, uint8 [3,H,W] images stacked top to bottom, is captioned in two lines
+    (in colours[i] if given); `labels` name the stacks' rows in a left margin; `footer` is a grey line at the bottom."""
     size = max(96, cells[0][0].shape[-1] * scale)
     cell_h, left, n_rows = len(cells[0]) * size + 36, 130 if labels else 0, (len(cells) + cols - 1) // cols
     canvas = Image.new("RGB", (left + cols * cell_w, n_rows * cell_h + (14 if footer else 0)), "white")
-    pen = ImageDraw.Draw(canvas)
-    for r in range(0, len(cells), cols) if labels else []:
-        for j, label in enumerate(labels):
-            pen.text((4, (r // cols) * cell_h + j * size + size // 2 - 6), label, fill=(0, 0, 0))
+    pen, chars = ImageDraw.Draw(canvas), (cell_w - 12) // 6  # the default font: ~6 px a letter
     for i, (stack, cap) in enumerate(zip(cells, captions)):
         x, y = left + (i % cols) * cell_w, (i // cols) * cell_h
         for j, img in enumerate(stack):
+            if labels and i % cols == 0:
+                pen.text((4, y + j * size + size // 2 - 6), labels[j], fill=(0, 0, 0))
             canvas.paste(Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST),
                          (x, y + j * size))
-        colour, chars = colours[i] if colours else (0, 0, 0), (cell_w - 12) // 6  # the default font: ~6 px a letter
+        colour = colours[i] if colours else (0, 0, 0)
         pen.text((x, y + len(stack) * size + 2), cap[:chars], fill=colour)
         pen.text((x, y + len(stack) * size + 14), cap[chars:2 * chars], fill=colour)
     if footer:
@@ -489,47 +391,35 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=8000, help="training rows (generated set)")
     p.add_argument("--n-val", type=int, default=1000, help="clean validation rows (the meta-gradient's outer loss)")
     p.add_argument("--n-test", type=int, default=1000, help="clean test rows (evaluation prompts and references)")
-    p.add_argument("--size", type=int, default=32, help=f"image side in pixels, one of {SIZES}")
+    p.add_argument("--size", type=int, default=32, choices=SIZES, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="generator seed; train, val and test use disjoint streams")
-    p.add_argument("--max-objects", type=int, default=2, choices=[1, 2],
-                   help="objects per scene: 1 or 2 (2: one or two; 1: a simpler grammar that small models learn fast)")
-    p.add_argument("--defects", default="default", help=f"defect mix of the training split: {list(DEFECT_MIXES)}")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead")
-    source.add_argument("--from-cifar10", metavar="ROOT", help="import a local CIFAR-10 (ROOT/cifar-10-batches-py)")
-    p.add_argument("--val-from", metavar="VAL_DIR", help="with --from-folder: val and test from this small curated "
-                   "folder (its own captions.jsonl, clean rows), not from DIR's possibly dirty rows")
+    p.add_argument("--max-objects", type=int, default=2, choices=[1, 2], help="most objects a scene (1 is learnt fast)")
+    p.add_argument("--defects", default="default", choices=list(DEFECT_MIXES), help="defect mix of the training split")
+    p.add_argument("--from-folder", metavar="DIR", help="import DIR/captions.jsonl and its images instead (any "
+                   "labelled set, CIFAR-10 for example: write its images as PNG files, one captions.jsonl line each)")
+    p.add_argument("--val-from", metavar="VAL_DIR", help="with --from-folder: val and test from this curated folder")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png: samples, captions, defects")
     p.error = arg_error
     a = p.parse_args(argv)
-    if a.size not in SIZES:
-        fail(f"--size {a.size} is not supported; use one of {SIZES}")
-    if a.defects not in DEFECT_MIXES:
-        fail(f"--defects {a.defects!r} is unknown; use one of {list(DEFECT_MIXES)}")
     if min(a.n_train, a.n_val, a.n_test) < 1:
         fail("--n-train, --n-val and --n-test must be at least 1")
     if a.val_from and not a.from_folder:
         fail("--val-from VAL_DIR goes with --from-folder DIR (a generated set's val is clean by construction)")
-    # Three disjoint random streams from one seed: train, val, test never share a scene by construction.
-    rng_train, rng_val, rng_test = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]
-    meta, src = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}, a.from_folder or a.from_cifar10
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(a.seed).spawn(3)]  # train, val, test: disjoint
+    meta = {"format_version": FORMAT_VERSION, "seed": a.seed, "size": a.size}
     try:
         check_out(a.out)
-        if src:
-            rows = (read_folder if a.from_folder else read_cifar10)(src, a.size)
-            meta.update(source=os.path.abspath(src), generator="folder" if a.from_folder else "cifar10",
-                        val_source="curated" if a.val_from else "same rows" if a.from_folder else "cifar10")
-            curated = read_folder(a.val_from, a.size) if a.val_from else None
+        if a.from_folder:
+            rows, curated = read_folder(a.from_folder, a.size), read_folder(a.val_from, a.size) if a.val_from else None
+            meta.update(source=os.path.abspath(a.from_folder), generator="folder",
+                        val_source="curated" if a.val_from else "same rows")
             if curated and (len(curated[0]) < 2 or (curated[2] != 0).any()):
-                raise DataError(f"{a.val_from}/captions.jsonl: a curated folder needs 2 or more rows, none marked "
-                                "defective")
-            splits = split_imported(rows, rng_train, meta, a.n_val, a.n_test, curated)
+                raise DataError(f"{a.val_from}: a --val-from folder needs 2 or more rows, none marked \"defect\"")
+            splits = split_imported(rows, rngs[0], meta, a.n_val, a.n_test, curated)
         else:
-            mix = DEFECT_MIXES[a.defects]
-            meta.update(generator="shapes", defects=a.defects, mix=mix, max_objects=a.max_objects)
-            splits = {"train": make_split(a.n_train, a.size, rng_train, mix, dict(meta, split="train")),
-                      "val": make_split(a.n_val, a.size, rng_val, {}, dict(meta, split="val")),
-                      "test": make_split(a.n_test, a.size, rng_test, {}, dict(meta, split="test"))}
+            meta.update(generator="shapes", defects=a.defects, mix=DEFECT_MIXES[a.defects], max_objects=a.max_objects)
+            splits = {s: make_split(n, a.size, rng, meta["mix"] if s == "train" else {}, dict(meta, split=s))
+                      for s, n, rng in zip(["train", "val", "test"], [a.n_train, a.n_val, a.n_test], rngs)}
     except DataError as e:
         fail(str(e))
     for name, d in splits.items():
@@ -538,14 +428,12 @@ def main(argv=None):
         print(f"note: val and test are drawn from the rows of {a.from_folder} (only rows marked \"defect\" kept out): "
               "if they are dirty, so is the rater's outer loss; pass --val-from CURATED_DIR")
     train = splits["train"]
-    counts = ", ".join(f"{name} {int((train['defect'] == k).sum())}" for k, name in enumerate(train["defect_names"])
-                       if (train["defect"] == k).any())
+    counts = ", ".join(f"{train['defect_names'][k]} {c}" for k, c in enumerate(np.bincount(train["defect"])) if c)
     print(f"train: {len(train['images'])} rows ({counts}); val: {len(splits['val']['images'])}; "
           f"test: {len(splits['test']['images'])}; images {a.size}x{a.size}; vocabulary {len(train['vocab'])} words")
     if a.preview:
         preview(train, os.path.join(a.out, "preview.png"))
-        print(f"wrote {os.path.join(a.out, 'preview.png')}")
-    print(f"wrote {a.out}/train.pt, val.pt, test.pt")
+    print(f"wrote {a.out}/train.pt, val.pt, test.pt" + (", preview.png" if a.preview else ""))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,16 @@
 """evaluate.py -- FID, KID, CLIP score, a rule-based GenEval and defect rates for a trained text-to-image model.
 
-Reads:   D/test.pt (prompts and reference images), MODEL.pt (through proxy.load_proxy), D/evaluator.pt when cached,
-         D/val.pt (real-image sets only), the --inception weights file (optional), the --guide model (optional)
+Reads:   D/test.pt, MODEL.pt, D/evaluator.pt (when cached), D/val.pt (real-image sets), --inception and --guide files
 Writes:  OUT (metrics.json), OUT's stem + "_samples.png" (samples with their prompts), D/evaluator.pt (the cache)
 Run:     python evaluate.py --data data/shapes --model runs/x/shift50/model.pt --out runs/x/shift50/metrics.json
          [--guide runs/x/shift50/guide.pt --guidance 2 --cfg 1]     (autoguidance: Karras et al. 2024)
 
-Implements the evaluation from scratch (docs/METHOD.md, section 6): the paper's figures (FID, CLIP score, GenEval)
-rebuilt for a tiny domain where Inception-V3 and CLIP mean nothing.
-  evaluator   a small CLIP-style image/caption encoder pair, trained here from scratch with a symmetric InfoNCE loss
-              on clean scenes drawn by data.py's generator from a seed stream of its own (never the training split;
-              real-image sets: trained on D/val.pt). Cached in D/evaluator.pt; retrained when its config changes.
-  FID, KID    on the evaluator's 256-d penultimate image features (or Inception-V3 pool features, --inception).
-              Numbers compare only with numbers from the same encoder, at the same --n-samples (FID grows ~1/N).
-  CLIP score  the raw mean cosine between image and caption embeddings of the evaluator (no clamp, no x100).
+The paper's FID, CLIP score and GenEval rebuilt (docs/METHOD.md 6) for a tiny domain where Inception/CLIP mean nothing:
+  evaluator   a small CLIP-style image/caption encoder pair trained here (symmetric InfoNCE) on clean scenes that
+              data.py draws on a seed stream of its own (real-image sets: D/val.pt); cached in D/evaluator.pt.
+  FID, KID    on its 256-d penultimate image features (or Inception-V3 pool features, --inception). They compare only
+              with numbers from the same encoder at the same --n-samples (FID grows ~1/N).
+  CLIP score  the evaluator's raw mean image-caption cosine (no clamp, no x100).
   GenEval     exact rule-based checks on the shapes set (object, colour, position, count, binding), no model.
   defects     the share of samples with noise or a watermark stamp, by pixel rules.
 """
@@ -31,11 +28,11 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 import data
-from data import BACKGROUND, COLOURS, DataError, atomic_save, fail, load_dataset, load_pt, pick_device, to_float, tokenize
+from data import BACKGROUND, COLOURS, DataError, atomic_save, fail, load_dataset, load_pt, pick_device, to_float
 
-# The evaluator's settings: a change retrains it (they are its cached config). 600 steps take about a minute of CPU at
-# 32x32 (image-to-caption top-1 ~0.95); raise --encoder-steps for a sharper encoder on a GPU.
-ENCODER = dict(steps=600, batch_size=128, lr=2e-3, n_train=20000, n_held_out=1000, width=64, feat_dim=256, emb_dim=64, seed=0)
+# The evaluator's cached config (a change retrains it). 600 steps: a CPU minute at 32x32, top-1 ~0.95; raise on a GPU.
+ENCODER = dict(steps=600, batch_size=128, lr=2e-3, n_train=20000, n_held_out=1000, width=64, feat_dim=256, emb_dim=64,
+               seed=0)
 EVAL_STREAM = 0xE7A1  # SeedSequence([EVAL_STREAM, seed]) shares no stream with data.py's SeedSequence(seed).spawn(3)
 TASKS = ["object", "colour", "position", "count", "binding"]
 
@@ -82,8 +79,7 @@ def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
 
 
 def clip_score(img_emb, txt_emb):
-    """Mean cosine of matched rows, raw: not clamped at 0 and not x100 (torchmetrics reports 100 * max(cos, 0)).
-    The raw cosine is the paper's 0.23 scale, and it lets shuffled pairs score below 0."""
+    """Mean cosine of matched rows, raw as in the paper (0.23; shuffled < 0), not torchmetrics' 100 max(cos, 0)."""
     return float(F.cosine_similarity(torch.as_tensor(img_emb).double(), torch.as_tensor(txt_emb).double()).mean())
 
 
@@ -123,72 +119,59 @@ class Evaluator(nn.Module):
 
 def clip_loss(model, images, tokens):
     """Symmetric InfoNCE (CLIP): each image must pick its caption out of the batch, and each caption its image."""
-    _, zi = model.image(images)
-    zt = model.text(tokens)
+    zi, zt = model.image(images)[1], model.text(tokens)
     logits = model.logit_scale.exp().clamp(max=100) * zi @ zt.T       # (B, B) cosine / temperature
     labels = torch.arange(len(zi), device=zi.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
 def encoder_pairs(data_dir, test, cfg):
-    """(train, held-out) pairs of (uint8 images, tokens): fresh generated scenes for the shapes set, else val / test."""
+    """(train, held-out) pairs of (uint8 images, tokens): new clean scenes in the test's grammar, else val / test."""
     if test["meta"].get("generator") != "shapes":
         val = load_dataset(data_dir, "val")
         return (val["images"], val["tokens"]), (test["images"], test["tokens"])
     rng = np.random.default_rng(np.random.SeedSequence([EVAL_STREAM, cfg["seed"]]))
-    images, captions, _, _ = data.generate(cfg["n_train"] + cfg["n_held_out"], cfg["size"], rng, {},
-                                           cfg["max_objects"])  # all clean, the test set's grammar
-    tokens, n = tokenize(captions, cfg["vocab"], cfg["length"]), cfg["n_train"]
+    images, captions, _, _ = data.generate(cfg["n_train"] + cfg["n_held_out"], cfg["size"], rng, {}, cfg["max_objects"])
+    tokens, n = data.tokenize(captions, cfg["vocab"], cfg["length"]), cfg["n_train"]
     return (images[:n], tokens[:n]), (images[n:], tokens[n:])
 
 
-def new_evaluator(cfg):
-    return Evaluator(len(cfg["vocab"]), cfg["length"], cfg["width"], cfg["feat_dim"], cfg["emb_dim"])
-
-
-def train_encoder(cfg, images, tokens, device):
-    torch.manual_seed(cfg["seed"])
-    model = new_evaluator(cfg).to(device)
+def train_encoder(model, cfg, images, tokens, device):
+    """AdamW on clip_loss; the learning rate warms up over 50 steps, then decays to 0 on a cosine."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.01)
-    warm, steps = 50, cfg["steps"]  # linear warm-up, then cosine decay to 0
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-    g = torch.Generator().manual_seed(cfg["seed"])
-    batch = min(cfg["batch_size"], len(images))
-    for _ in tqdm(range(steps), desc="evaluator", leave=False):
+    lr_at = lambda s: min(1, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / cfg["steps"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    g, batch = torch.Generator().manual_seed(cfg["seed"]), min(cfg["batch_size"], len(images))
+    for _ in tqdm(range(cfg["steps"]), desc="evaluator", leave=False):
         idx = torch.randperm(len(images), generator=g)[:batch]       # no repeats: a repeat would be a false negative
         loss = clip_loss(model, to_float(images[idx]).to(device), tokens[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    return model.eval()
 
 
 @torch.no_grad()
 def encode_images(model, images, batch=500):
     """uint8 [N,3,H,W] -> (features [N,256], embeddings [N,64]) on the CPU."""
-    dev = next(model.parameters()).device
-    out = [model.image(to_float(images[i:i + batch]).to(dev)) for i in range(0, len(images), batch)]
-    return torch.cat([f for f, _ in out]).cpu(), torch.cat([e for _, e in out]).cpu()
+    out = [model.image(to_float(x).to(model.logit_scale.device)) for x in images.split(batch)]
+    return tuple(torch.cat(z).cpu() for z in zip(*out))
 
 
 @torch.no_grad()
 def encode_text(model, tokens, batch=500):
-    dev = next(model.parameters()).device
-    return torch.cat([model.text(tokens[i:i + batch].to(dev)) for i in range(0, len(tokens), batch)]).cpu()
+    return torch.cat([model.text(t.to(model.logit_scale.device)) for t in tokens.split(batch)]).cpu()
 
 
 def retrieval_top1(model, images, tokens, batch=100):
     """Image-to-caption top-1 accuracy inside groups of 100 pairs (chance: 1%), the evaluator's sanity figure."""
     zi, zt = encode_images(model, images)[1], encode_text(model, tokens)
-    hits = [(zi[i:i + batch] @ zt[i:i + batch].T).argmax(1) == torch.arange(len(zi[i:i + batch]))
-            for i in range(0, len(zi), batch)]
+    hits = [(a @ b.T).argmax(1) == torch.arange(len(a)) for a, b in zip(zi.split(batch), zt.split(batch))]
     return float(torch.cat(hits).float().mean())
 
 
 def load_encoder(data_dir, test, device="cpu", **overrides):
-    """The evaluator for this dataset: D/evaluator.pt when its config matches, else trained now and cached there.
-    Returns (model, checkpoint dict without the weights)."""
+    """(evaluator, its checkpoint less the weights): D/evaluator.pt when its config matches, else trained and cached."""
     shapes = test["meta"].get("generator") == "shapes"
     cfg = {**ENCODER, **overrides, "size": test["images"].shape[-1], "length": test["tokens"].shape[1],
            "vocab": list(test["vocab"]), "source": "generated shapes" if shapes else "val split",
@@ -199,20 +182,20 @@ def load_encoder(data_dir, test, device="cpu", **overrides):
     except DataError:
         ckpt = {}  # an unreadable cache is simply rebuilt
     cached = ckpt.get("config") == cfg
+    torch.manual_seed(cfg["seed"])  # the initial weights
+    model = Evaluator(len(cfg["vocab"]), cfg["length"], cfg["width"], cfg["feat_dim"], cfg["emb_dim"]).to(device)
     if cached:
-        model = new_evaluator(cfg).to(device).eval()
         model.load_state_dict(ckpt["model"])
     else:
         start = time.time()
         (images, tokens), held_out = encoder_pairs(data_dir, test, cfg)
-        model = train_encoder(cfg, images, tokens, device)
-        ckpt = {"model": model.state_dict(), "config": cfg, "step": cfg["steps"],
+        train_encoder(model, cfg, images, tokens, device)
+        ckpt = {"model": model.eval().state_dict(), "config": cfg, "step": cfg["steps"],
                 "retrieval_top1": retrieval_top1(model, *held_out), "train_seconds": round(time.time() - start, 1)}
         atomic_save(ckpt, path)
-    print(f"evaluator {'loaded from' if cached else 'trained and saved to'} {path} ({cfg['source']}, {cfg['steps']} steps "
-          f"in {ckpt['train_seconds']} s): image-to-caption top-1 {ckpt['retrieval_top1']:.3f} in groups of 100 "
-          f"held-out pairs (chance 0.01)")
-    return model, {k: v for k, v in ckpt.items() if k != "model"}
+    print(f"evaluator {'loaded from' if cached else 'trained and saved to'} {path} ({cfg['source']}, {cfg['steps']} "
+          f"steps in {ckpt['train_seconds']} s): image-to-caption top-1 {ckpt['retrieval_top1']:.3f} (chance 0.01)")
+    return model.eval(), {k: v for k, v in ckpt.items() if k != "model"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,10 +204,9 @@ def load_encoder(data_dir, test, device="cpu", **overrides):
 def load_inception(path):
     import torchvision
     sd = load_pt(path, "Inception-V3 weights file")
-    sd = sd.get("model", sd)
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
     try:  # torchvision's released file also holds the auxiliary classifier, which pool features do not use
-        net.load_state_dict({k: v for k, v in sd.items() if not k.startswith("AuxLogits.")})
+        net.load_state_dict({k: v for k, v in sd.get("model", sd).items() if not k.startswith("AuxLogits.")})
     except (RuntimeError, AttributeError):
         raise DataError(f"{path}: not an Inception-V3 state_dict (keys or shapes differ)") from None
     net.fc = nn.Identity()  # the output is now the 2048-d pool features
@@ -321,56 +303,40 @@ def defect_rates(images, shapes=True):
     images = np.asarray(images)
     w = images.shape[-1] // 3
     out = {"watermark_rate": float(((images[:, :, -w:, -w:].min(1) >= 170).mean((1, 2)) > 0.3).mean())}
-    if shapes:
-        off_palette = np.concatenate([palette_fit(images[i:i + 200])[1].min(1) > 3 * 25 ** 2
-                                      for i in range(0, len(images), 200)])  # (N, H, W): off by > 25 per channel
-        out["noise_rate"] = float((off_palette.mean((1, 2)) > 0.3).mean())
+    if shapes:  # pixels off every palette blend by > 25 per channel, in chunks of 200 images: (N, H, W)
+        off = [palette_fit(images[i:i + 200])[1].min(1) > 3 * 25 ** 2 for i in range(0, len(images), 200)]
+        out["noise_rate"] = float((np.concatenate(off).mean((1, 2)) > 0.3).mean())
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plumbing: every metric from already-generated images, the guide's check, the command line
+# Plumbing: every metric from already-generated images, the command line
 
 def evaluate_images(images, test, encoder, rows=None, inception=None):
-    """uint8 images [N,3,H,W] generated from the prompts test[rows] (default 0..N-1) -> dict of metrics.
-    The references are all of test's images; features come from `encoder`, or from `inception` when given."""
+    """uint8 images [N,3,H,W] drawn from the prompts test[rows] (default 0..N-1) -> metrics against all of test."""
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
-    feats, img_emb = encode_images(encoder, images)
-    ref_feats, ref_emb = encode_images(encoder, test["images"])
+    (feats, img_emb), (ref_feats, ref_emb) = encode_images(encoder, images), encode_images(encoder, test["images"])
     txt_emb = encode_text(encoder, test["tokens"])
     if inception is not None:
         feats, ref_feats = inception_features(inception, images), inception_features(inception, test["images"])
     subset = max(2, min(1000, len(images) // 2, len(ref_feats)))  # subsets smaller than N, so that std means something
     kid_mean, kid_std = kid(feats.numpy(), ref_feats.numpy(), subset_size=subset)
-    m = {"fid": fid(feats.numpy(), ref_feats.numpy()), "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset,
-         "clip_score": clip_score(img_emb, txt_emb[rows]), "clip_score_reference": clip_score(ref_emb, txt_emb),
-         "n_samples": len(images), "n_reference": len(test["images"])}
+    m = {"fid": fid(feats.numpy(), ref_feats.numpy()), "kid_mean": kid_mean, "kid_std": kid_std,
+         "kid_subset_size": subset, "clip_score": clip_score(img_emb, txt_emb[rows]),
+         "clip_score_reference": clip_score(ref_emb, txt_emb), "n_samples": len(images), "n_reference": len(ref_emb)}
     if "objects" in test:  # the shapes set: its prompts' objects are known
         m.update(geneval(images.numpy(), test["objects"][rows].numpy()))
     return {**m, **defect_rates(images.numpy(), shapes="objects" in test)}
-
-
-def check_guide(ckpt, guide_ckpt, path):
-    """Autoguidance mixes two models' predictions for the same image and caption: the guide must share the model's
-    image size, caption length and vocabulary (its width, depth and training length may differ)."""
-    c, g = ckpt["config"], guide_ckpt["config"]
-    keys = ["image_size", "vocab_size", "max_tokens"]
-    if [g.get(k) for k in keys] != [c.get(k) for k in keys] or guide_ckpt.get("vocab") != ckpt.get("vocab"):
-        raise DataError(f"{path}: the guide does not match the model (image size, caption length, vocabulary size: "
-                        f"{[g.get(k) for k in keys]} vs {[c.get(k) for k in keys]}, or another vocabulary)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Pictures that compare models: the same prompts drawn by each, and a metric over training
 
 def compare_samples(models, labels, test, path, n=8, steps=16, cfg=1.0):
-    """The first n test prompts drawn by each model (model.pt paths), one row per model under the real images, each
-    prompt's caption below its column: the difference between models at a glance (ablate.py's samples.png)."""
+    """ablate.py's samples.png: n test prompts as captioned columns; real images, then a row per model (model.pt)."""
     from proxy import load_proxy, sample_images
-    rows = [test["images"][:n]]
-    for model in models:
-        x = sample_images(load_proxy(model)[0], test["tokens"][:n], steps=steps, cfg=cfg, seed=0)
-        rows.append(((x + 1) * 127.5).round().clamp(0, 255).byte())
+    drawn = [sample_images(load_proxy(m)[0], test["tokens"][:n], steps=steps, cfg=cfg, seed=0) for m in models]
+    rows = [test["images"][:n]] + [((x + 1) * 127.5).round().clamp(0, 255).byte() for x in drawn]
     data.captioned_grid([[r[i] for r in rows] for i in range(n)], test["captions"][:n], path, cols=n, cell_w=150,
                         labels=["real image"] + labels, footer=f"{steps} Euler steps, CFG {cfg:g}, sampling seed 0")
 
@@ -407,27 +373,22 @@ def line_plot(curves, path, title, xlabel="training step", width=640, height=360
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample a trained model on the test prompts and write FID, KID, CLIP score, "
-                                            "rule-based GenEval and defect rates to a JSON file (docs/METHOD.md).")
-    p.add_argument("--data", required=True, help="data folder with test.pt (prompts, references); the evaluator is cached there")
+    p = argparse.ArgumentParser(description="FID, KID, CLIP score, GenEval and defect rates of a model's samples.")
+    p.add_argument("--data", required=True, help="data folder with test.pt; the evaluator is cached there")
     p.add_argument("--model", required=True, help="model checkpoint to sample (model.pt or proxy.pt)")
-    p.add_argument("--out", required=True, help="metrics file to write, e.g. runs/x/metrics.json (a sample grid goes beside it)")
-    p.add_argument("--n-samples", type=int, default=1000, help="images to generate, one per test prompt in file order; "
-                                                               "keep it fixed across compared runs (FID grows ~1/N)")
+    p.add_argument("--out", required=True, help="metrics file, e.g. runs/x/metrics.json (a sample grid goes beside it)")
+    p.add_argument("--n-samples", type=int, default=1000, help="one image per test prompt; equal N in compared runs")
     p.add_argument("--repeat", action="store_true", help="cycle the test prompts when --n-samples exceeds them")
     p.add_argument("--cfg", type=data.finite, default=3.0, help="classifier-free guidance weight (1 = no guidance)")
-    p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): D_w = w D_model + (1 - w) "
-                   "D_guide, the guide a smaller and/or earlier model of the same data (train_t2i.py --guide-at's "
-                   "guide.pt); CFG (--cfg != 1) applies inside each model first: --cfg 1 for autoguidance alone")
+    p.add_argument("--guide", metavar="GUIDE.pt", help="autoguidance (Karras et al. 2024): D = w D_model + (1 - w) "
+                   "D_guide, a smaller or earlier model (train_t2i.py --guide-at); --cfg applies in each model first")
     p.add_argument("--guidance", type=data.finite, help="autoguidance weight w with --guide (default 2; 1 = none)")
     p.add_argument("--steps", type=int, default=32, help="sampler steps")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (batch starting at row i uses seed + i)")
     p.add_argument("--batch-size", type=int, default=250, help="prompts per sampling batch")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
-    p.add_argument("--encoder-steps", type=int, default=ENCODER["steps"], help="training steps of the evaluation encoder "
-                   "(cached in DATA/evaluator.pt; a different value retrains it; about a minute of CPU at 600 steps, 32x32)")
-    p.add_argument("--inception", metavar="PATH", help="FID/KID on Inception-V3 pool features (2048-d, images resized "
-                   "to 299) with weights from this local state_dict file, for real-image sets; CLIP score stays on the evaluator")
+    p.add_argument("--encoder-steps", type=int, default=ENCODER["steps"], help="evaluator steps (a change retrains)")
+    p.add_argument("--inception", metavar="PATH", help="FID/KID on Inception-V3 features, weights from this file")
     p.error = data.arg_error  # argparse's own errors also come out as one line and exit 2
     a = p.parse_args(argv)
     started = time.time()
@@ -444,32 +405,31 @@ def main(argv=None):
         from proxy import load_proxy, sample_images  # here, so that evaluate.py imports without proxy.py
         model, ckpt = load_proxy(a.model, device, dataset=test)  # image size, caption length and vocabulary
         guide, guidance = None, 1.0
-        if a.guide:
-            guide, guide_ckpt = load_proxy(a.guide, device)
-            check_guide(ckpt, guide_ckpt, a.guide)
+        if a.guide:  # mixed with the model's: same image size, caption length and vocabulary; width, depth may differ
+            guide, g = load_proxy(a.guide, device)
+            mine, its = ([c["config"].get(k) for k in ["image_size", "vocab_size", "max_tokens"]] for c in (ckpt, g))
+            if its != mine or g.get("vocab") != ckpt.get("vocab"):
+                raise DataError(f"{a.guide}: the guide does not match the model (image size, vocabulary size, caption "
+                                f"length: {its} vs {mine}, or another vocabulary)")
             guidance = 2.0 if a.guidance is None else a.guidance
         elif a.guidance is not None:
             raise DataError("--guidance needs --guide (the model to guide with)")
         inception = load_inception(a.inception).to(device) if a.inception else None
+        grid = os.path.splitext(a.out)[0] + "_samples.png"
         data.check_out(a.out, folder=False)
-        data.check_out(os.path.splitext(a.out)[0] + "_samples.png", folder=False)
+        data.check_out(grid, folder=False)
     except (DataError, ImportError) as e:  # ImportError: no proxy.py beside this file
         fail(str(e))
     encoder, enc = load_encoder(a.data, test, device, steps=a.encoder_steps)
     rows = np.arange(a.n_samples) % len(test["images"])
-    images = []
-    for i in tqdm(range(0, len(rows), a.batch_size), desc="sampling"):
-        x = sample_images(model, test["tokens"][rows[i:i + a.batch_size]].to(device), steps=a.steps, cfg=a.cfg,
-                          seed=a.seed + i, guide=guide, guidance=guidance)
-        images.append(((x.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))  # [-1, 1] -> uint8
-    images = torch.cat(images)
-    if images.shape[1:] != test["images"].shape[1:]:
-        fail(f"{a.model}: the model makes {list(images.shape[1:])} images, the data has {list(test['images'].shape[1:])}")
+    x = torch.cat([sample_images(model, test["tokens"][rows[i:i + a.batch_size]].to(device), steps=a.steps,
+                                 cfg=a.cfg, seed=a.seed + i, guide=guide, guidance=guidance).float().cpu()
+                   for i in tqdm(range(0, len(rows), a.batch_size), desc="sampling")])
+    images = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # [-1, 1] -> uint8
     metrics = evaluate_images(images, test, encoder, rows, inception)
     encoder_name = (f"inception-v3 pool 2048-d ({a.inception})" if inception is not None else
                     f"evaluator penultimate {enc['config']['feat_dim']}-d ({os.path.join(a.data, 'evaluator.pt')}, "
                     f"{enc['config']['source']}, {enc['step']} steps)")
-    grid = os.path.splitext(a.out)[0] + "_samples.png"
     data.captioned_grid([[img] for img in images[:16]], [test["captions"][r] for r in rows[:16]], grid)
     metrics.update(encoder=encoder_name, encoder_retrieval_top1=enc["retrieval_top1"], seed=a.seed, cfg=a.cfg,
                    guidance=guidance, guide=os.path.abspath(a.guide) if a.guide else None, steps=a.steps,
@@ -477,8 +437,7 @@ def main(argv=None):
     atomic_save(metrics, a.out)  # last, after its picture: the sign (ablate.py's too) that the evaluation is done
     print(f"FID {metrics['fid']:.3f}  KID {metrics['kid_mean']:.4f} +- {metrics['kid_std']:.4f}  "
           f"CLIP score {metrics['clip_score']:.4f}  GenEval {metrics.get('geneval_overall', float('nan')):.3f}  "
-          f"(N = {len(images)}, encoder: {encoder_name})")
-    print(f"wrote {a.out} and {grid}")
+          f"(N = {len(images)}, encoder: {encoder_name})\nwrote {a.out} and {grid}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Shift-Gsample 50% subset. Selection's time (scoring the super-batch) is counted,
 It shares ablate.py's working folder (RUNS, default runs/ablate_<preset>) and makes what it needs that is missing.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -115,7 +116,9 @@ def main(argv=None):
     for j in jobs:  # every run in its own folder, with the guide for autoguided sampling and an FID-vs-time curve
         j.update(out=os.path.join(runs, "online", f"{j['name']}_s{j['seed']}"), guide=guide, curve=True)
         j["method"] = j["name"]  # alchemist_shift_gsample_50
-    rows = ablate.run_all(jobs, workers)
+    with ablate.worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        rows = ablate.collect(jobs, {pool.submit(ablate.train_and_evaluate, j): i for i, j in enumerate(jobs)} if pool
+                              else {})
     md = online_md(rows, P, a.preset, ablate.wall_clock(os.path.join(runs, "online"), time.time() - t0))
     ablate.write_csv(rows, os.path.join(out, "online.csv"), FIELDS)
     data.atomic_save(md, os.path.join(out, "online.md"))

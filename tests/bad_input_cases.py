@@ -48,19 +48,16 @@ def data_cases(b):
         max-objects 3 | --max-objects 3 | --max-objects
         unknown flag | --bogus | --bogus
         size nan | --size nan | --size
-        folder and cifar together | --from-folder {dir_ok} --from-cifar10 {cifar_ok} | --from-cifar10
         folder: two images | --from-folder {dir_two} | {dir_two}
         folder: no rows | --from-folder {dir_empty} | {dir_empty}
         folder: no captions.jsonl | --from-folder {dir_no_index} | {dir_no_index}
         folder: no clean rows for val and test | --from-folder {dir_all_defective} | clean
-        folder: missing | --from-folder {OUT}/nowhere | nowhere""")
+        folder: missing | --from-folder {OUT}/nowhere | nowhere
+        val-from without --from-folder | --val-from {dir_ok} | --val-from""")
     b.add("data", "no --out", [], says=["--out"])
     b.outputs("data", ["--size", "16", "--n-train", "20", "--n-val", "2", "--n-test", "2"])
     b.rows("data", o + ["--size", "16"], "\n".join(f"folder: {k} | --from-folder {{dir_{k}}} | captions.jsonl:4"
                                                    for k in FOLDERS))
-    b.rows("data", o + ["--size", "16"], "\n".join(f"cifar: {k} | --from-cifar10 {{cifar_{k}}} | {{cifar_{k}}}" for k in
-                                                   ["evil_meta", "evil_batch", "os_system", "truncated", "shape",
-                                                    "labels", "meta_list", "none"]), after=b.no_mark)
 
     def real_words():  # every row has a real first token: "<pad>" as a caption is a word, read as <unk>
         d = [data.load_dataset(os.path.join(F["OUT"], "data-specials"), s) for s in ["train", "val", "test"]]
@@ -70,7 +67,6 @@ def data_cases(b):
         folder: captions <pad>, <null> and empty (accept) | --from-folder {dir_specials} --out {OUT}/data-specials |""",
            after=real_words)
     b.rows("data", ["--size", "16"], """
-        cifar: a real-format batch (accept) | --from-cifar10 {cifar_ok} --out {OUT}/data-cifar |
         n-val 8 (accept) | --n-train 20 --n-val 8 --n-test 2 --out {OUT}/data-val8 |""", after=b.no_mark)
 
 

@@ -11,7 +11,6 @@ count handled; exits 1 if any case is not handled. tests/test_inputs.py runs a s
 """
 import argparse
 import os
-import pickle
 import re
 import runpy
 import shlex
@@ -77,19 +76,6 @@ def write_folder(folder, lines, n_images=6):
     return folder
 
 
-def cifar(root, meta=None, batch=None, raw_meta=None):
-    base = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(base, exist_ok=True)
-    rng = np.random.default_rng(0)
-    with open(os.path.join(base, "batches.meta"), "wb") as f:
-        f.write(raw_meta if raw_meta is not None else
-                pickle.dumps(meta or {b"label_names": [b"cat", b"dog"], b"num_vis": 3072}, protocol=2))
-    with open(os.path.join(base, "data_batch_1"), "wb") as f:
-        pickle.dump(batch or {b"labels": [int(x) for x in rng.integers(0, 2, 40)],
-                              b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8)}, f, protocol=2)
-    return root
-
-
 def random_model(path, vocab, size=16, length=20):
     torch.manual_seed(0)
     proxy.save_checkpoint(path, proxy.DiT(image_size=size, patch=max(2, size // 8), width=16, depth=1, heads=2,
@@ -126,17 +112,6 @@ def build_data(F, j):
     F["SPECIALS"] = j("specials")  # captions "<pad>", "<null>" and "": they must not become all-padding rows
     quiet(data.main, ["--out", F["SPECIALS"], "--from-folder", F["dir_specials"], "--size", "16", "--n-val", "1",
                       "--n-test", "1"])
-    evil = Evil(F["MARK"])
-    for name, kw in [("ok", {}), ("evil_meta", dict(raw_meta=pickle.dumps(evil))),
-                     ("evil_batch", dict(batch={b"labels": [0], b"data": evil})),
-                     ("os_system", dict(raw_meta=b"cos\nsystem\n(S'touch " + F["MARK"].encode() + b"'\ntR.")),
-                     ("truncated", dict(raw_meta=pickle.dumps({b"label_names": [b"cat"]})[:-5])),
-                     ("shape", dict(batch={b"labels": [0, 1], b"data": np.zeros((2, 100), np.uint8)})),
-                     ("labels", dict(batch={b"labels": [0, 7], b"data": np.zeros((2, 3072), np.uint8)})),
-                     ("meta_list", dict(raw_meta=pickle.dumps([1, 2, 3])))]:
-        F["cifar_" + name] = cifar(j("cifar", name), **kw)
-    F["cifar_none"] = j("cifar", "none")
-    os.makedirs(F["cifar_none"])
 
 
 def build(root):

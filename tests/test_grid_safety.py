@@ -14,8 +14,8 @@ import ablate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-TINY = dict(ablate.PRESETS["tiny"], workers=1,  # both runs with an FID curve (ablate.CURVES)
-            grid=[(None, None, 1.0), ("random", "random", 0.5)])
+TINY = dict(ablate.PRESETS["tiny"], workers=1,  # runs with an FID curve (ablate.CURVES); alchemist needs the proxy
+            grid=[(None, None, 1.0), ("random", "random", 0.5), ("alchemist", "shift_gsample", 0.5)])
 CLOCK = {"train_seconds", "eval_seconds"}  # wall-clock columns: the only ones that may differ
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,11 +1,10 @@
 """Tests for data.py's inputs: the loader's validation, bad command lines, and the importers of real images
-(--from-folder, --val-from, --from-cifar10). (The generated shapes set is tested in tests/test_data.py.)
+(--from-folder, --val-from). (The generated shapes set is tested in tests/test_data.py.)
 
 Each test names the property it checks; every bad input must be a DataError, or one line on stderr and exit 2.
 """
 import json
 import os
-import pickle
 import re
 
 import numpy as np
@@ -72,6 +71,8 @@ def test_load_dataset_rejects_a_file_that_holds_no_dict(tmp_path):
     pytest.param(lambda d: d.update(images=d["images"][:, :, :, :8]), id="non-square-images"),
     pytest.param(lambda d: d.update(tokens=d["tokens"] + len(d["vocab"])), id="tokens-outside-vocab"),
     pytest.param(lambda d: d.update(vocab=d["vocab"][1:]), id="vocab-without-pad"),
+    pytest.param(lambda d: d.update(images=d["images"][:0], tokens=d["tokens"][:0], defect=d["defect"][:0],
+                                    captions=[]), id="no-rows"),
 ])
 def test_load_dataset_rejects_a_broken_dataset_and_names_the_file(valid_split, tmp_path, break_it):
     break_it(valid_split)
@@ -97,7 +98,7 @@ def good(i):
 
 
 @pytest.mark.parametrize("case", ["size-20", "unknown-defects", "zero-rows", "missing-image", "empty-captions",
-                                  "malformed-line", "line-without-caption", "no-captions-file"])
+                                  "malformed-line", "line-without-caption", "defect-true", "no-captions-file"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys):
     out = tmp_path / "out"
     src = tmp_path / "src"
@@ -110,10 +111,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
         "empty-captions": ["--from-folder", write_folder(src, [])],
         "malformed-line": ["--from-folder", write_folder(src, [good(0), '{"image": "ok.png", "caption"', good(2)])],
         "line-without-caption": ["--from-folder", write_folder(src, [good(0), good(1), '{"image": "ok.png"}'])],
+        "defect-true": ["--from-folder", write_folder(src, [good(0), good(1), json.dumps(
+            {"image": "ok.png", "caption": "x", "defect": True})])],  # JSON true is not a defect number
         "no-captions-file": ["--from-folder", str(tmp_path)],
     }[case]
     err = run_cli_expecting_error(["--out", str(out), "--n-val", "1", "--n-test", "1", *argv], capsys)
-    if case in ("missing-image", "malformed-line", "line-without-caption"):
+    if case in ("missing-image", "malformed-line", "line-without-caption", "defect-true"):
         assert ":3:" in err, "the message must name the bad line"
     assert not (out / "train.pt").exists()
 
@@ -201,62 +204,6 @@ def test_folder_import_keeps_defective_rows_out_of_val_and_test(tmp_path):
     for split in ("val", "test"):
         assert int(load(str(out), split)["defect"].sum()) == 0
     assert int(load(str(out), "train")["defect"].sum()) == 10
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# --from-cifar10: a fake CIFAR-10 folder in the real pickle format
-
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture
-def cifar_root(tmp_path):
-    """ROOT/cifar-10-batches-py with batches.meta, data_batch_1 (20 images) and test_batch (10 images).
-
-    Rows are uint8 [n, 3072]: the 1024 red values, then green, then blue, each row-major 32x32. The first byte of
-    image k is k, so a test can find it again after the shuffle."""
-    base = tmp_path / "cifar" / "cifar-10-batches-py"
-    os.makedirs(base)
-    rng = np.random.default_rng(0)
-    raw = rng.integers(0, 256, (30, 3072), dtype=np.uint8)
-    raw[:, 0] = np.arange(30)
-    labels = [int(x) for x in rng.integers(0, 10, 30)]
-    with open(base / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072}, f, protocol=2)
-    for name, rows in [("data_batch_1", slice(0, 20)), ("test_batch", slice(20, 30))]:
-        with open(base / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels[rows], b"data": raw[rows],
-                         b"filenames": [b"x.png"] * len(labels[rows])}, f, protocol=2)
-    return str(tmp_path / "cifar"), raw, labels
-
-
-def test_from_cifar10_captions_match_labels_and_pixels_keep_the_channel_first_layout(cifar_root, tmp_path):
-    root, raw, labels = cifar_root
-    out = str(tmp_path / "out")
-    data.main(["--out", out, "--from-cifar10", root, "--size", "32"])
-    seen = []
-    for split in ["train", "val", "test"]:
-        d = data.load_dataset(out, split)
-        assert (d["defect"] == 0).all()
-        for image, caption in zip(d["images"], d["captions"]):
-            k = int(image[0, 0, 0])
-            seen.append(k)
-            assert caption == f"a photo of a {CIFAR_NAMES[labels[k]]}"
-            # byte 1024 + 32*5 + 7 of the raw row is the green value at row 5, column 7
-            assert image[1, 5, 7] == raw[k, 1024 + 32 * 5 + 7]
-            assert np.array_equal(image.numpy(), raw[k].reshape(3, 32, 32))
-    assert sorted(seen) == list(range(30)), "every image once, across the three splits"
-
-
-def test_from_cifar10_resizes_to_the_asked_size(cifar_root, tmp_path):
-    data.main(["--out", str(tmp_path / "out"), "--from-cifar10", cifar_root[0], "--size", "16"])
-    assert data.load_dataset(str(tmp_path / "out"))["images"].shape[1:] == (3, 16, 16)
-
-
-def test_from_cifar10_without_the_batches_folder_exits_2(tmp_path, capsys):
-    run_cli_expecting_error(["--out", str(tmp_path / "out"), "--from-cifar10", str(tmp_path)], capsys)
-    assert not (tmp_path / "out" / "train.pt").exists()
-
 
 
 # ----------------------------------------------------------------------------------------------------------------
