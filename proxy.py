@@ -1,8 +1,7 @@
 """proxy.py -- the small text-conditioned DiT, its rectified-flow loss, sampler and training loop; warms up a proxy.
 
-Reads:   D/train.pt and D/val.pt, via data.load_splits
-Writes:  RUN/proxy.pt (model, config, step, optimizer, EMA, RNG state), RUN/proxy_log.csv (loss overall and in ten
-         bins of t), RUN/proxy_samples.png (samples with their prompts), RUN/proxy_report.json (losses by defect type)
+Reads:   D/train.pt, D/val.pt. Writes: RUN/proxy.pt (resumable), proxy_log.csv (loss, and in ten bins of t),
+         proxy_samples.png (samples over their prompts), proxy_report.json (losses by defect type)
 Run:     python proxy.py --data data/shapes --out runs/x [--preset tiny|quick|paper --steps 3000 --resume]
 The proxy of Alchemist (arXiv 2512.16905, Sec. 3, Eq. 4): a small model of the target's family whose per-sample
 losses the rater learns from. Every other stage imports the model, the loss, the sampler and the loop from here.
@@ -20,7 +19,6 @@ import csv
 import io
 import math
 import os
-import pathlib
 import time
 
 import numpy as np
@@ -136,8 +134,10 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """Text-conditioned DiT predicting the rectified-flow velocity. The constructor's arguments are its `config`."""
 
-    def __init__(self, image_size=32, patch=4, width=128, depth=4, heads=4, text_depth=2, vocab_size=24, max_tokens=20):
+    def __init__(self, image_size=32, patch=None, width=128, depth=4, heads=4, text_depth=2, vocab_size=24,
+                 max_tokens=20):
         super().__init__()
+        patch = patch or max(2, image_size // 8)  # default: 8 x 8 patches (a preset may fix its own)
         self.config = dict(image_size=image_size, patch=patch, width=width, depth=depth, heads=heads,
                            text_depth=text_depth, vocab_size=vocab_size, max_tokens=max_tokens)
         self.patch, self.grid = patch, image_size // patch
@@ -191,8 +191,7 @@ def rf_loss(model, x0, tokens, t=None, noise=None, generator=None):
 
 
 def fixed_draws(k, shape, seed=0):
-    """K shared (t, noise) draws: t at the K mid-quantiles of the uniform training density (stratified: K draws
-    cover the whole range, t_j = (j + 1/2) / K), noise from `seed`. Returns t [k], noise [k, *shape]."""
+    """K shared (t, noise) draws: t_j = (j + 1/2) / K (stratified U(0, 1)), noise from `seed`: t [k], noise [k, ...]."""
     t = (torch.arange(k, dtype=torch.float32) + 0.5) / k
     return t, torch.randn((k, *shape), generator=torch.Generator().manual_seed(seed))
 
@@ -201,9 +200,8 @@ def fixed_draws(k, shape, seed=0):
 def sample_loss(model, x0, tokens, draws):
     """Mean loss of each sample over the K fixed draws (the same draws for every sample and every model): [B]."""
     t, noise = draws
-    losses = [rf_loss(model, x0, tokens, t[j].expand(len(x0)).to(x0.device), noise[j].expand_as(x0).to(x0.device))
-              for j in range(len(t))]
-    return torch.stack(losses).mean(0)
+    return torch.stack([rf_loss(model, x0, tokens, t[j].expand(len(x0)).to(x0.device),
+                                noise[j].expand_as(x0).to(x0.device)) for j in range(len(t))]).mean(0)
 
 
 @torch.no_grad()
@@ -235,15 +233,14 @@ def sample_images(model, tokens, steps=32, cfg=3.0, seed=0, guide=None, guidance
 
 def train(model, images, tokens, steps, batch_size, lr, seed, device, run, warmup=100, ema_decay=0.0, select=None,
           sampler=None, precision="auto"):
-    """Train `model` on rows (images uint8 [N,3,H,W], tokens [N,L]) for `steps` steps of AdamW on the mean rf_loss;
-    `run` (a Run) resumes, checkpoints, logs and calls the hooks. `select` (online selection, train_t2i.py):
-    select(step, model, images, tokens, t, noise, gen) -> the batch_size positions to keep of the select.size rows
-    drawn. `sampler(step, n, gen)` -> int64 [n] rows instead of uniform ones (--curriculum), from step and gen only."""
+    """`steps` steps of AdamW on the mean rf_loss of rows (images uint8 [N,3,H,W], tokens [N,L]); `run` (a Run)
+    resumes, checkpoints, logs. `select(step, model, images, tokens, t, noise, gen)` (online selection) -> positions
+    to keep of the select.size rows drawn; `sampler(step, n, gen)` -> int64 [n] rows, not uniform (--curriculum)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)  # every random draw (batches, t, noise, caption drop) comes from here
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema_decay > 0 else None
     same = dict(data=data.fingerprint(images, tokens, run.vocab), seed=seed, batch_size=batch_size, ema_decay=ema_decay,
-                warmup=warmup, select=select.settings if select else None, bf16=uses_bf16(device, precision))
+                warmup=warmup, select=select.settings if select else None, bf16=data.uses_bf16(device, precision))
     start = run.begin(steps, same, model, opt, gen, ema, select)  # 0, or where the resumed checkpoint stopped
     mixed = torch.autocast(device.type, dtype=torch.bfloat16, enabled=same["bf16"])  # bf16 products, float32 weights
     model.train()
@@ -358,8 +355,7 @@ class Run:
 
     def diverged(self, step):
         self.bar.close()  # the error then starts a line of its own
-        kept = (f"last good checkpoint: {self.path}, step {self.last_ckpt}" if self.last_ckpt else
-                "no checkpoint written yet")
+        kept = f"last checkpoint: {self.path}, step {self.last_ckpt}" if self.last_ckpt else "no checkpoint written"
         return data.DataError(f"non-finite loss at step {step}; lower --lr ({kept})")
 
 
@@ -386,21 +382,6 @@ def load_proxy(path, device="cpu", dataset=None):
     return model.to(device).eval(), ckpt
 
 
-def patch_for(size, cfg):
-    """A preset's patch side at an image size: the preset's own `patch`, else 8 x 8 tokens (size // 8, at least 2)."""
-    return cfg.get("patch") or max(2, size // 8)
-
-
-def uses_bf16(device, precision="auto"):
-    """--precision -> bf16 products in training? auto: on CUDA and on CPUs with AVX512-BF16 or AMX (the quick model
-    1.4x faster at the same quality, docs/RESULTS.md)."""
-    if precision != "auto" or device.type == "cuda":
-        return precision != "fp32"
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""  # Linux only
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def loss_by_rows(model, images, tokens, draws, device, batch_size=256, desc="losses"):
     """sample_loss over many rows in batches: [N] on the CPU."""
     starts = tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size)
@@ -423,10 +404,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="training steps (default: preset)")
     p.add_argument("--batch-size", type=int, help="batch size (default: preset)")
     p.add_argument("--lr", type=data.finite, help="AdamW learning rate (default: preset)")
-    p.add_argument("--clean-only", action="store_true", help="train only on rows with defect 0 (ground-truth oracle)")
-    p.add_argument("--subset", help="train only on these rows (an int64 .npy from prune.py)")
     p.add_argument("--draws", type=int, default=8, help="K fixed (t, noise) draws for the per-type loss report")
-    p.add_argument("--report", choices=["full", "val"], default="full", help="val: no training-set losses by type")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, batches and noise")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--resume", action="store_true", help="continue from RUN/proxy.pt if it exists")
@@ -441,50 +419,31 @@ def main(argv=None):
     device = data.pick_device(a.device)
     try:  # every input and the output folder before the first step; then a --resume mismatch, a non-finite loss
         d, val = data.load_splits(a.data, "train", "val")
-        rows = torch.from_numpy(load_subset(a.subset, len(d["images"]))) if a.subset else torch.arange(len(d["images"]))
-        rows = rows[d["defect"][rows] == 0] if a.clean_only else rows
-        if len(rows) == 0:
-            raise data.DataError(f"--clean-only: no clean rows to train on in {a.data}")
         data.check_out(a.out)
-        size = d["images"].shape[-1]
         torch.manual_seed(a.seed)
-        model = DiT(image_size=size, patch=patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
+        model = DiT(image_size=d["images"].shape[-1], patch=cfg.get("patch"), width=cfg["width"], depth=cfg["depth"],
                     heads=cfg["heads"], text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]),
                     max_tokens=d["tokens"].shape[1]).to(device)
-        print(f"proxy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(rows)} rows, "
+        print(f"proxy: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {len(d['images'])} rows, "
               f"{steps} steps of {batch_size} on {device}")
         args = {k: v for k, v in vars(a).items() if v is not None}
-        train(model, d["images"][rows], d["tokens"][rows], steps, batch_size, lr, a.seed, device, precision=a.precision,
+        train(model, d["images"], d["tokens"], steps, batch_size, lr, a.seed, device, precision=a.precision,
               run=Run(os.path.join(a.out, "proxy.pt"), d["vocab"], resume=a.resume, ckpt_every=a.ckpt_every,
                       log_path=os.path.join(a.out, "proxy_log.csv"), desc="proxy", extra={"args": args}))
     except data.DataError as e:
         data.fail(str(e))
-    draws = fixed_draws(a.draws, (3, size, size), seed=1234)  # the report's K draws, the same for every row
+    draws = fixed_draws(a.draws, d["images"].shape[1:], seed=1234)  # the report's K draws, the same for every row
     report = {"val_loss": loss_by_rows(model, val["images"], val["tokens"], draws, device).mean().item(),
               "steps": steps, "draws": a.draws}
-    if a.report == "full":
-        per_row = loss_by_rows(model, d["images"], d["tokens"], draws, device)
-        report.update({f"loss_{name}": per_row[d["defect"] == k].mean().item()
-                       for k, name in enumerate(d["defect_names"]) if (d["defect"] == k).any()})
+    per_row = loss_by_rows(model, d["images"], d["tokens"], draws, device)
+    report.update({f"loss_{name}": per_row[d["defect"] == k].mean().item()
+                   for k, name in enumerate(d["defect_names"]) if (d["defect"] == k).any()})
     if "loss_misaligned" in report:
         report["misaligned_over_clean"] = report["loss_misaligned"] / report["loss_clean"]
     sample_grid(model, val, os.path.join(a.out, "proxy_samples.png"), device=device)
     data.atomic_save(report, os.path.join(a.out, "proxy_report.json"))  # last: ablate.py's sign that the proxy is done
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items()))
     print(f"wrote proxy.pt, proxy_log.csv, proxy_report.json, proxy_samples.png in {a.out}")
-
-
-def load_subset(path, n):
-    """A subset file: unique int64 row indices into a dataset of n rows (prune.py writes them sorted)."""
-    try:
-        rows = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        raise data.DataError(f"{path}: not a readable .npy subset file") from None
-    if rows.ndim != 1 or rows.dtype.kind not in "iu" or rows.size == 0:
-        raise data.DataError(f"{path}: a subset must be a non-empty 1-D integer array, found {rows.dtype} {rows.shape}")
-    if rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows):
-        raise data.DataError(f"{path}: duplicate rows or rows outside 0..{n - 1}; was it made for another dataset?")
-    return rows.astype(np.int64)
 
 
 if __name__ == "__main__":

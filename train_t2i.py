@@ -334,7 +334,7 @@ def main(argv=None):
         d, val = data.load_splits(a.data, "train", "val")
         rows = torch.arange(len(d["images"]))
         if a.subset:
-            rows = torch.from_numpy(proxy.load_subset(a.subset, len(d["images"])))  # sorted, unique, in range
+            rows = torch.from_numpy(load_subset(a.subset, len(d["images"])))  # sorted, unique, in range
         reference = None
         if needs_reference:
             ref_path = a.reference or os.path.join(a.out, "guide.pt")
@@ -353,7 +353,7 @@ def main(argv=None):
 def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, sampler=None):
     size = d["images"].shape[-1]
     torch.manual_seed(a.seed)
-    model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
+    model = proxy.DiT(image_size=size, patch=cfg.get("patch"), width=cfg["width"], depth=cfg["depth"],
                       heads=cfg["heads"], text_depth=cfg["text_depth"], vocab_size=len(d["vocab"]),
                       max_tokens=d["tokens"].shape[1]).to(device)
     ema_model = copy.deepcopy(model).eval()  # holds the EMA weights for writing and sampling
@@ -406,6 +406,19 @@ def run(a, cfg, steps, batch_size, lr, device, d, val, rows, reference, sampler=
     print(f"wrote {model_path} ({ckpt['weights']} weights, step {ckpt['step']}), train_state.pt, log.csv, samples.png"
           f"{f', {len(grids)} samples_step*.png' if grids else ''}{f', {len(snaps)} snapshots/' if snaps else ''}"
           f"{', guide.pt' if guide_step else ''} in {a.out}")
+
+
+def load_subset(path, n):
+    """A subset file: unique int64 row indices into a dataset of n rows (prune.py writes them sorted)."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        raise data.DataError(f"{path}: not a readable .npy subset file") from None
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or rows.size == 0:
+        raise data.DataError(f"{path}: a subset must be a non-empty 1-D integer array, found {rows.dtype} {rows.shape}")
+    if rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows):
+        raise data.DataError(f"{path}: duplicate rows or rows outside 0..{n - 1}; was it made for another dataset?")
+    return rows.astype(np.int64)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def relabel(folder, truth):
 
 def run_case(folder, run, a):
     """proxy.py, metagrad.py, rater.py on one import; returns rater.py's report."""
-    proxy.main(["--data", folder, "--out", run, "--preset", a.preset, "--steps", str(a.proxy_steps), "--report", "val"])
+    proxy.main(["--data", folder, "--out", run, "--preset", a.preset, "--steps", str(a.proxy_steps)])
     metagrad.main(["--data", folder, "--proxy", os.path.join(run, "proxy.pt"), "--out", run, "--primary-warmup",
                    str(a.warmup), "--steps", str(a.meta_steps), "--rater-input", a.rater_input])
     rater.main(["--data", folder, "--rater", os.path.join(run, "rater.pt"), "--out", os.path.join(run, "scores.npy")])

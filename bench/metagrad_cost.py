@@ -41,7 +41,7 @@ def measure(method, a):
     device = data.pick_device(a.device)
     c = proxy.PRESETS[a.preset]
     torch.manual_seed(0)
-    model = proxy.DiT(image_size=a.size, patch=proxy.patch_for(a.size, c), width=c["width"], depth=c["depth"],
+    model = proxy.DiT(image_size=a.size, patch=c.get("patch"), width=c["width"], depth=c["depth"],
                       heads=c["heads"], text_depth=c["text_depth"]).to(device)
     g = torch.Generator().manual_seed(0)
     fake = lambda n: {"images": torch.randint(0, 256, (n, 3, a.size, a.size), dtype=torch.uint8, generator=g),

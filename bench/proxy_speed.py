@@ -43,7 +43,7 @@ def measure(cfg, size, batch, tokens, steps, device, precision, tanh_gelu=False)
     """(images/s, FLOPs per training image, parameters) of the DiT built from preset `cfg`, best of 3 timed blocks of
     `steps`."""
     torch.manual_seed(0)
-    model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, cfg), width=cfg["width"], depth=cfg["depth"],
+    model = proxy.DiT(image_size=size, patch=cfg.get("patch"), width=cfg["width"], depth=cfg["depth"],
                       heads=cfg["heads"], text_depth=cfg["text_depth"], max_tokens=tokens).to(device)
     if tanh_gelu:  # the activation before the lever: GELU's tanh approximation (DiT's), 4.7x slower on this CPU
         for m in model.modules():
@@ -53,7 +53,7 @@ def measure(cfg, size, batch, tokens, steps, device, precision, tanh_gelu=False)
     x0 = torch.rand(batch, 3, size, size, device=device) * 2 - 1
     tok = torch.randint(3, 24, (batch, tokens), device=device)
     tok[:, 8:] = 0  # one-object captions have at most 8 words; the rest is padding
-    mixed = torch.autocast(device.type, dtype=torch.bfloat16, enabled=proxy.uses_bf16(device, precision))
+    mixed = torch.autocast(device.type, dtype=torch.bfloat16, enabled=data.uses_bf16(device, precision))
 
     def step():
         with mixed:
@@ -84,7 +84,7 @@ def levers(cfg, a, device):
             ("+ exact GELU", dict(cfg, heads=4), 20, "fp32", False),
             ("+ one head", cfg, 20, "fp32", False),
             ("+ captions padded to 8 tokens, not 20", cfg, 8, "fp32", False),
-            ("+ bf16 autocast (this CPU has bf16 hardware)" if proxy.uses_bf16(torch.device("cpu")) else "+ bf16 autocast", cfg, 8,
+            ("+ bf16 autocast (this CPU has bf16 hardware)" if data.uses_bf16(torch.device("cpu")) else "+ bf16 autocast", cfg, 8,
              "bf16", False)]
     for label, c, tokens, precision, tanh in rows:
         speed, flops, _ = measure(c, a.size, a.batch_size or cfg["batch_size"], tokens, a.steps, device, precision, tanh)
@@ -110,7 +110,7 @@ def main(argv=None):
     device = data.pick_device(a.device)
     cfg = proxy.PRESETS[a.preset]
     batch = a.batch_size or cfg["batch_size"]
-    bf16 = proxy.uses_bf16(device, a.precision)
+    bf16 = data.uses_bf16(device, a.precision)
     speed, flops, params = measure(cfg, a.size, batch, a.tokens, a.steps, device, a.precision)
     fp32_ceiling = matmul_ceiling(device, torch.float32)
     bf16_ceiling = matmul_ceiling(device, torch.bfloat16) if bf16 else None

@@ -47,7 +47,7 @@ def build(kind, preset, size):
     """The DiT exactly as proxy.py (kind "proxy") or train_t2i.py ("target") builds it, and its preset."""
     c = (proxy.PRESETS if kind == "proxy" else train_t2i.PRESETS)[preset]
     torch.manual_seed(0)
-    model = proxy.DiT(image_size=size, patch=proxy.patch_for(size, c), width=c["width"], depth=c["depth"], heads=c["heads"],
+    model = proxy.DiT(image_size=size, patch=c.get("patch"), width=c["width"], depth=c["depth"], heads=c["heads"],
                       text_depth=c["text_depth"], vocab_size=VOCAB, max_tokens=TOKENS)
     return model, c
 
@@ -57,7 +57,7 @@ def step_flops(model, batch_size, size, device):
     x0 = torch.rand(batch_size, 3, size, size, device=device) * 2 - 1
     tok = torch.randint(3, VOCAB, (batch_size, TOKENS), device=device)
     with FlopCounterMode(display=False) as counter:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=proxy.uses_bf16(device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=data.uses_bf16(device)):
             loss = proxy.rf_loss(model, x0, tok).mean()
         loss.backward()
     model.zero_grad(set_to_none=True)

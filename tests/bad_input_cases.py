@@ -72,8 +72,8 @@ def data_cases(b):
 
 def proxy_cases(b):
     F = b.F
-    base = ["--data", F["D"], "--preset", "quick", "--steps", "2", "--batch-size", "8", "--draws", "1", "--report",
-            "val", "--device", "cpu", "--out", os.path.join(F["OUT"], "proxy")]
+    base = ["--data", F["D"], "--preset", "quick", "--steps", "2", "--batch-size", "8", "--draws", "1", "--device",
+            "cpu", "--out", os.path.join(F["OUT"], "proxy")]
     b.rows("proxy", base, """
         steps 0 | --steps 0 | --steps
         steps -1 | --steps -1 | --steps
@@ -86,20 +86,11 @@ def proxy_cases(b):
         draws 0 | --draws 0 | --draws
         ckpt-every 0 | --ckpt-every 0 | --ckpt-every
         preset bogus | --preset huge | --preset
-        report bogus | --report x | --report
         device tpu | --device tpu | --device
         missing data | --data {OUT}/nowhere | nowhere
         data is a garbage file | --data {GARBAGE} | {GARBAGE}
         corrupt val.pt | --data {BADVAL} | val.pt
-        32px train beside 16px val | --data {MIXED} | val.pt; image size
-        subset empty | --subset {EMPTY_NPY} | {EMPTY_NPY}
-        subset 2-D | --subset {TWO_D} | {TWO_D}
-        subset floats | --subset {FLOAT_ROWS} | {FLOAT_ROWS}
-        subset duplicates | --subset {DUP} | {DUP}
-        subset out of range | --subset {RANGE} | {RANGE}
-        subset not npy | --subset {GARBAGE} | {GARBAGE}
-        subset pickled objects | --subset {OBJ_NPY} | {OBJ_NPY}
-        subset missing | --subset {OUT}/nowhere.npy | nowhere.npy""")
+        32px train beside 16px val | --data {MIXED} | val.pt; image size""")
     if not torch.cuda.is_available():
         b.rows("proxy", base, "device cuda without CUDA | --device cuda | cuda")
     b.add("proxy", "no --data", base[2:], says=["--data"])
@@ -109,8 +100,6 @@ def proxy_cases(b):
         resume: another seed | --seed 1 | seed
         resume: another batch size | --batch-size 4 | batch_size
         resume: other data of the same size | --data {D2} | data
-        resume: clean rows only | --clean-only | data
-        resume: another subset | --subset {SUB} | data
         resume with a lower --lr (accept) | --lr 1e-4 |""", before=b.copy_of(F["P"], r))
     b.rows("proxy", base + ["--resume"], "resume: corrupt proxy.pt | --out {OUT}/proxy-garbage | proxy.pt",
            before=lambda: (os.makedirs(os.path.join(F["OUT"], "proxy-garbage"), exist_ok=True),
@@ -269,7 +258,14 @@ def train_t2i_cases(b):
         reference holds code | --online jest --reference {EVIL} | {EVIL}
         reference 32px | --online jest --reference {P32} | {P32}
         reference of another vocabulary | --online jest --reference {PVOCAB} | vocabulary
+        subset empty | --subset {EMPTY_NPY} | {EMPTY_NPY}
+        subset 2-D | --subset {TWO_D} | {TWO_D}
+        subset floats | --subset {FLOAT_ROWS} | {FLOAT_ROWS}
+        subset duplicates | --subset {DUP} | {DUP}
         subset out of range | --subset {RANGE} | {RANGE}
+        subset not npy | --subset {GARBAGE} | {GARBAGE}
+        subset pickled objects | --subset {OBJ_NPY} | {OBJ_NPY}
+        subset missing | --subset {OUT}/nowhere.npy | nowhere.npy
         preset bogus | --preset huge | --preset
         corrupt val.pt | --data {BADVAL} | val.pt
         32px train beside 16px val | --data {MIXED} | val.pt

@@ -127,7 +127,7 @@ def build(root):
     F["P"], F["M"], F["T"], F["S"], F["SUB"] = j("proxy"), j("rate"), j("target"), j("scores.npy"), j("subset.npy")
     F["PP"], F["RATER"], F["MODEL"] = j("proxy", "proxy.pt"), j("rate", "rater.pt"), j("target", "model.pt")
     quiet(proxy.main, ["--data", F["D"], "--out", F["P"], "--preset", "quick", "--steps", "2", "--batch-size", "8",
-                       "--draws", "1", "--report", "val", "--device", "cpu"])
+                       "--draws", "1", "--device", "cpu"])
     quiet(metagrad.main, ["--data", F["D"], "--proxy", F["PP"], "--out", F["M"], "--steps", "2", "--batch-size", "8",
                           "--primary-warmup", "2", "--draws", "1", "--device", "cpu"])
     quiet(rater.main, ["--data", F["D"], "--rater", F["RATER"], "--out", F["S"], "--device", "cpu"])

@@ -1,9 +1,7 @@
 """Properties of the DiT proxy, its rectified-flow loss, its sampler and its training loop (proxy.py)."""
 import json
 import os
-import shutil
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -231,38 +229,9 @@ def test_cli_writes_checkpoint_log_report_and_grid_and_reloads(tiny_shapes, tmp_
     assert "wrote" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_report_val_gives_the_same_validation_loss_without_the_per_type_losses(tiny_shapes, tmp_path):
-    full, val = tmp_path / "full", tmp_path / "val"
-    proxy.main(["--data", tiny_shapes, "--out", str(full), "--steps", "3", "--batch-size", "8", "--draws", "2"])
-    shutil.copytree(full, val)  # the same trained model; a resumed run at its last step only reports
-    os.remove(val / "proxy_report.json")
-    proxy.main(["--data", tiny_shapes, "--out", str(val), "--steps", "3", "--batch-size", "8", "--draws", "2",
-                "--resume", "--report", "val"])
-    a, b = json.load(open(full / "proxy_report.json")), json.load(open(val / "proxy_report.json"))
-    assert abs(a["val_loss"] - b["val_loss"]) < 1e-7 and "loss_clean" in a and "loss_clean" not in b
-
-
-def test_clean_only_with_a_subset_trains_on_the_subsets_clean_rows(tiny_shapes, tmp_path, monkeypatch):
-    d, rows = data.load_dataset(tiny_shapes), np.arange(0, 400, 3)
-    np.save(tmp_path / "s.npy", rows)
-    expected = rows[d["defect"].numpy()[rows] == 0]  # the subset's clean rows, in order
-
-    def spy(model, images, tokens, *args, **kw):
-        raise StopIteration(images, tokens)
-
-    monkeypatch.setattr(proxy, "train", spy)
-    with pytest.raises(StopIteration) as e:
-        proxy.main(["--data", tiny_shapes, "--out", str(tmp_path / "run"), "--subset", str(tmp_path / "s.npy"),
-                    "--clean-only"])
-    images, tokens = e.value.args
-    assert 0 < len(expected) < len(rows) and torch.equal(images, d["images"][expected])
-    assert torch.equal(tokens, d["tokens"][expected])
-
-
 @pytest.mark.parametrize("args, fragment", [
     (["--data", "/nonexistent/shapes"], "no such data folder"),
     (["--steps", "0"], "must be positive"),
-    (["--subset", "MISSING.npy"], "subset"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_shapes, tmp_path, capsys, args, fragment):
     full = ["--data", tiny_shapes, "--out", str(tmp_path / "run")] + [a.replace("MISSING", str(tmp_path / "no")) for a in args]
@@ -271,13 +240,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_shapes, tmp_path, capsys, arg
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and fragment in err
     assert not (tmp_path / "run" / "proxy.pt").exists()
-
-
-def test_subset_files_are_validated(tmp_path):
-    for rows, fragment in [([], "empty"), ([0, 0, 1], "duplicate"), ([0, 99], "outside"), ([0.5], "integer")]:
-        np.save(tmp_path / "s.npy", np.array(rows))
-        with pytest.raises(data.DataError, match=fragment):
-            proxy.load_subset(str(tmp_path / "s.npy"), 10)
 
 
 def test_load_proxy_rejects_non_models_and_other_sizes(tiny_shapes, tmp_path):

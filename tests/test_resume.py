@@ -56,7 +56,7 @@ def test_proxy_killed_before_its_first_log_row_twice_resumes_to_the_same_log(tin
     """Killed at step 20 (nothing but the header on disk) and at step 40 (40 steps into the log's 50-step window):
     the resumed log.csv equals the uninterrupted one's but for the seconds, and so do the weights."""
     args = ["--data", tiny_shapes, "--preset", "quick", "--steps", "60", "--batch-size", "8", "--ckpt-every", "10",
-            "--draws", "1", "--report", "val", "--device", "cpu"]
+            "--draws", "1", "--device", "cpu"]
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     proxy.main(args + ["--out", whole])
     run_killed("proxy", args + ["--out", split], "proxy.pt", 20)
@@ -141,7 +141,7 @@ def other_shapes(tmp_path_factory):
 
 
 def test_proxy_resume_refuses_other_data_seed_or_batch_size(tiny_shapes, other_shapes, tmp_path, capsys):
-    args = ["--preset", "quick", "--steps", "3", "--batch-size", "8", "--draws", "1", "--report", "val",
+    args = ["--preset", "quick", "--steps", "3", "--batch-size", "8", "--draws", "1",
             "--device", "cpu", "--out", str(tmp_path / "run"), "--resume"]
     proxy.main(["--data", tiny_shapes, *args])
     before = weights(str(tmp_path / "run" / "proxy.pt"))

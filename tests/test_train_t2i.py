@@ -195,3 +195,10 @@ def test_curriculum_bad_input_exits_2_with_one_line(tiny_shapes, tmp_path, capsy
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error:") and err.count("\n") == 1 and "curriculum" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_subset_files_are_validated(tmp_path):
+    for rows, fragment in [([], "empty"), ([0, 0, 1], "duplicate"), ([0, 99], "outside"), ([0.5], "integer")]:
+        np.save(tmp_path / "s.npy", np.array(rows))
+        with pytest.raises(data.DataError, match=fragment):
+            train_t2i.load_subset(str(tmp_path / "s.npy"), 10)
