@@ -114,8 +114,7 @@ def prepare(a, P, runs, grid):
 
 
 def subset_for(runs, data_dir, scores, scorer, strategy, keep, seed):
-    """The subset .npy of one run (None: all rows), made once; the seed also seeds the sampling strategies. The oracle
-    trains on the rows whose ground truth is clean (the same for every seed): the ceiling of a perfect selection."""
+    """One run's subset .npy (None: all rows), made once, seeded; the oracle's: the rows whose ground truth is clean."""
     if scorer is None or strategy == "curriculum":
         return None
     path = os.path.join(runs, "subsets", "oracle.npy" if scorer == "oracle" else
@@ -335,8 +334,7 @@ def write_results(rows, out, data_dir, P, preset, jobs, seconds):
 
 def main(argv=None):
     a = parse_args(argv)
-    P, runs, threads = a.P, a.runs, torch.get_num_threads()
-    workers = a.workers or (P.get("gpu_workers", 1) if data.pick_device(a.device).type == "cuda" else P["workers"])
+    P, runs, threads, workers = a.P, a.runs, torch.get_num_threads(), a.workers
     t0, early = time.time(), lambda g: g[0] in (None, "oracle", "random")  # the methods that need no proxy or rater
     with worker_pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         torch.set_num_threads(1 if pool else threads)  # one thread beside the workers: the same bits on any machine
@@ -385,6 +383,8 @@ def parse_args(argv):
         data.check_out(a.out)
     except data.DataError as e:
         data.fail(str(e))
+    cuda = data.pick_device(a.device).type == "cuda"  # --device cuda without one: refused before the lock
+    a.workers = a.workers or (a.P.get("gpu_workers", 1) if cuda else a.P["workers"])
     lock_runs(a.runs)  # one grid per runs folder
     return a
 
@@ -421,7 +421,7 @@ def worker_pool(workers):
 
 
 def exit_with_parent(parent):
-    """A worker exits at once when its grid process is gone (even by kill -9), rather than train the queued runs alone."""
+    """A worker exits at once when its grid process is gone (even by kill -9), rather than train the queue alone."""
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
